@@ -1,0 +1,54 @@
+"""One error hierarchy for the whole library.
+
+`SurgeryError` is the base. Errors caused by what the user passed in (a name, a file, a
+size) are also `ValueError`s, so ordinary Python code can catch them as such. The CLI turns
+any `SurgeryError` into a one-line message and exit code 1.
+"""
+
+__all__ = [
+    "SurgeryError",
+    "UnknownModelError",
+    "KernelMapError",
+    "InputSizeError",
+    "UnsupportedLayerError",
+    "PlanError",
+    "CheckpointError",
+    "OutputExistsError",
+    "ConversionError",
+]
+
+
+class SurgeryError(Exception):
+    """Base class of every error raised on purpose by modelsurgery."""
+
+
+class UnknownModelError(SurgeryError, ValueError):
+    """A model name that neither timm nor torchvision knows."""
+
+
+class KernelMapError(SurgeryError, ValueError):
+    """A malformed or invalid kernel map."""
+
+
+class InputSizeError(SurgeryError, ValueError):
+    """An input size that is invalid for this model (a feature map vanishes, or grow shrinks)."""
+
+
+class UnsupportedLayerError(SurgeryError, ValueError):
+    """A layer that modelsurgery cannot convert safely."""
+
+
+class PlanError(SurgeryError, ValueError):
+    """A missing, malformed or too-new surgery plan."""
+
+
+class CheckpointError(SurgeryError, ValueError):
+    """A checkpoint that is missing, unreadable, or does not match its plan."""
+
+
+class OutputExistsError(SurgeryError, ValueError):
+    """An output file exists and `force` was not given."""
+
+
+class ConversionError(SurgeryError, ValueError):
+    """A converter was called with arguments it cannot honour (e.g. an uneven factor)."""
