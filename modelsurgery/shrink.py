@@ -1,0 +1,406 @@
+"""Shrink: kernel-map policy -> plan -> pre-train model.
+
+`plan_shrink` analyses the target and decides; `apply_plan` builds the pre-train network
+from a plan and nothing else; `shrink` is the two together.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Any, Mapping
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .errors import InputSizeError, KernelMapError, UnsupportedLayerError
+from .layers import DYNAMIC_PAD_CONVS, fit_to, set_conv_padding
+from .plan import ConvSite, FCSite, ModelSource, Plan, Resample
+from .trace import SIZE_ATTRS, Analysis, analyze, trace, warn_skipped
+
+__all__ = ["TABLE1", "parse_kernel_map", "map_kernel", "plan_shrink", "apply_plan", "shrink",
+           "pretrain_input_size"]
+
+# de Gusmão et al. 2016, Table 1: target kernel -> pre-train kernel, per spatial dimension.
+TABLE1: dict[int, int] = {1: 1, 3: 2, 5: 3, 7: 5, 11: 7}
+
+
+def parse_kernel_map(spec: str | Mapping[int, int] | None) -> dict[int, int]:
+    """Parse and validate a kernel map such as "3:2,5:3"; entries override Table 1.
+
+    Raises:
+        KernelMapError: malformed entries, or a pre-train kernel outside 1..k.
+
+    Example:
+        >>> parse_kernel_map("3:2,9:5")[9]
+        5
+    """
+    if spec is None or spec == "":
+        return {}
+    if isinstance(spec, str):
+        pairs = []
+        for item in spec.split(","):
+            parts = item.strip().split(":")
+            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+                raise KernelMapError(f"malformed kernel map entry {item.strip()!r} in {spec!r}. "
+                                     "Hint: use TARGET:PRETRAIN pairs, e.g. --kernel-map 3:2,5:3,7:5")
+            pairs.append((int(parts[0]), int(parts[1])))
+    else:
+        pairs = [(int(k), int(v)) for k, v in dict(spec).items()]
+    result = {}
+    for k, v in pairs:
+        if not 1 <= v <= k:
+            raise KernelMapError(f"kernel map entry {k}:{v} is invalid: the pre-train kernel must be "
+                                 f"between 1 and {k}. Hint: e.g. --kernel-map 3:2,5:3")
+        result[k] = v
+    return result
+
+
+def map_kernel(k: int, kernel_map: Mapping[int, int]) -> tuple[int, str]:
+    """Pre-train size of one kernel dimension, and the rule that chose it.
+
+    The documented rule for sizes neither Table 1 nor the user lists is k' = round(2k/3),
+    which reproduces every entry of Table 1 (3->2, 5->3, 7->5, 11->7) and gives 9->6, 13->9.
+    """
+    if k in kernel_map:
+        return kernel_map[k], "user"
+    if k in TABLE1:
+        return TABLE1[k], "table"
+    return max(1, round(2 * k / 3)), "rule"
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _decide_kernel(conv: nn.Conv2d, kernel_map: Mapping[int, int], keep_dilated: bool):
+    k, s, d = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
+    if k == (1, 1):
+        return k, "1x1"
+    if keep_dilated and d != (1, 1):
+        return k, "dilated"
+    if k == s:
+        return k, "patchify"  # kernel == stride: a smaller kernel would skip pixels
+    small, reasons = [], []
+    for kd, sd in zip(k, s):
+        kk, why = map_kernel(kd, kernel_map)
+        if kk < sd:  # never skip pixels: a kernel at least as large as its stride
+            kk, why = min(sd, kd), "stride"
+        small.append(kk)
+        reasons.append(why)
+    reason = next((r for r in ("user", "stride", "rule") if r in reasons), "table")
+    return tuple(small), reason
+
+
+def _target_padding(conv: nn.Conv2d):
+    if isinstance(conv, DYNAMIC_PAD_CONVS):
+        return "dynamic"
+    if isinstance(conv.padding, str):
+        return conv.padding
+    ph, pw = _pair(conv.padding)
+    return (pw, pw, ph, ph)
+
+
+def _split(total: int, side: str) -> tuple[int, int]:
+    small = total // 2
+    return (small, total - small) if side == "br" else (total - small, small)
+
+
+def _small_padding(conv: nn.Conv2d, small_kernel, side: str):
+    pad = _target_padding(conv)
+    if isinstance(pad, str):
+        return pad
+    k, d = _pair(conv.kernel_size), _pair(conv.dilation)
+    totals = []
+    for total, kd, kk, dd in zip((pad[2] + pad[3], pad[0] + pad[1]), k, small_kernel, d):
+        if total == (kd - 1) * dd:  # "same": output = ceil(H / stride), at any H
+            totals.append((kk - 1) * dd)
+        elif total == 0 or kd == 1:  # "valid"
+            totals.append(total if kd == kk else 0)
+        else:  # partial padding (AlexNet, OverFeat): proportional to the kernel's reach
+            totals.append(round(total * (kk - 1) / (kd - 1)))
+    (top, bottom), (left, right) = _split(totals[0], side), _split(totals[1], side)
+    return (left, right, top, bottom)
+
+
+def pretrain_input_size(target_size: int, convs: list[ConvSite]) -> int:
+    """round(target / s1), s1 = k/k' of the first conv whose kernel shrinks (224 -> 160 for 7->5)."""
+    first = next((c for c in convs if c.changed), None)
+    if first is None:
+        return target_size
+    s1 = first.kernel[0] / first.small_kernel[0]
+    return max(1, round(target_size / s1))
+
+
+def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, input_size: int | None = None,
+                kernel_map: str | Mapping[int, int] | None = None, in_chans: int = 3,
+                even_padding: str = "alternate", keep_dilated: bool = True) -> Plan:
+    """Analyse `model` and decide its pre-train variant. Does not modify `model`.
+
+    Args:
+        model: the target network.
+        source: how to rebuild it (stored in the plan).
+        target_size: the target input size in pixels.
+        input_size: the pre-train input size; default round(target / s1).
+        kernel_map: overrides of Table 1, "3:2,5:3" or {3: 2}.
+        in_chans: input channels.
+        even_padding: "alternate" (default: the extra pixel of padding alternates between the
+            top-left and bottom-right of successive asymmetric convs, so half-pixel shifts
+            cancel instead of piling up) or "bottom-right" (TF/timm "same" convention).
+
+    Returns:
+        The `Plan` (form "pretrain").
+    """
+    if even_padding not in ("alternate", "bottom-right"):
+        raise KernelMapError(f"unknown even_padding {even_padding!r}. Hint: use 'alternate' or 'bottom-right'")
+    kmap = parse_kernel_map(kernel_map)
+    target, gm = analyze(model, target_size, in_chans)
+    warn_skipped(target)
+    fc_convs = {f.name for f in target.fcs if f.kind == "conv"}
+    modules = dict(model.named_modules())
+    sites, n_asym = [], 0
+    for rec in target.convs.values():
+        if rec.name in fc_convs:
+            continue
+        conv = modules[rec.name]
+        if conv.weight.dim() != 4:
+            warnings.warn(f"not converted (weight is not a 4-D kernel): {rec.name}", stacklevel=2)
+            continue
+        small, reason = _decide_kernel(conv, kmap, keep_dilated)
+        side = "br" if even_padding == "bottom-right" or n_asym % 2 == 0 else "tl"
+        small_pad = _small_padding(conv, small, side)
+        if not isinstance(small_pad, str) and (small_pad[0] != small_pad[1] or small_pad[2] != small_pad[3]):
+            n_asym += 1
+        sites.append(ConvSite(
+            name=rec.name, kernel=_pair(conv.kernel_size), small_kernel=small, stride=_pair(conv.stride),
+            dilation=_pair(conv.dilation), groups=conv.groups, in_channels=conv.in_channels,
+            out_channels=conv.out_channels, padding=_target_padding(conv), small_padding=small_pad,
+            in_hw=rec.in_hw, out_hw=rec.out_hw, small_in_hw=(0, 0), small_out_hw=(0, 0), reason=reason))
+    if input_size is None:
+        input_size = pretrain_input_size(target_size, sites)
+    fcs = [FCSite(f.name, f.kind, f.channels, f.hw, (0, 0), f.pool, f.owner) for f in target.fcs]
+    plan = Plan(source=source, input_size=int(input_size), target_size=int(target_size), in_chans=in_chans,
+                convs=tuple(sites), fcs=tuple(fcs), kernel_map=tuple(sorted({**TABLE1, **kmap}.items())),
+                even_padding=even_padding, versions=_versions())
+    return _measure_pretrain(model, plan, target, gm)
+
+
+def _versions() -> tuple[tuple[str, str], ...]:
+    import timm
+    import torchvision
+
+    from . import __version__
+
+    return (("modelsurgery", __version__), ("timm", timm.__version__), ("torch", torch.__version__),
+            ("torchvision", torchvision.__version__))
+
+
+def _node_hw(gm: fx.GraphModule) -> dict[str, tuple[int, int]]:
+    out = {}
+    for n in gm.graph.nodes:
+        meta = n.meta.get("tensor_meta")
+        if meta is not None and hasattr(meta, "shape") and len(meta.shape) == 4:
+            out[n.name] = tuple(meta.shape[-2:])
+    return out
+
+
+class _Probe(nn.Linear):
+    """Stands in for an FC-interface Linear while the pre-train shapes are measured."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], self.out_features)
+
+
+def _measure_pretrain(model: nn.Module, plan: Plan, target: Analysis, gm_t: fx.GraphModule) -> Plan:
+    """Propagate the pre-train network (convs swapped, FCs probed) to fill in its shapes."""
+    probe = copy.deepcopy(model)
+    _apply_convs(probe, plan.convs, init=False)
+    mods = dict(probe.named_modules())
+    for fc in plan.fcs:
+        if fc.kind == "linear":
+            old = mods[fc.name]
+            _set_module(probe, fc.name, _Probe(1, old.out_features, bias=False))
+        else:  # conv FC: a 1x1 stand-in keeps the map's size, so its input is recorded
+            conv = mods[fc.name]
+            conv.weight = nn.Parameter(conv.weight.detach()[..., :1, :1].clone())
+            conv.kernel_size = (1, 1)
+            _set_size_attr(mods[fc.owner], 1)
+    ratio = plan.target_size / plan.input_size
+    small, gm = analyze(probe, plan.input_size, plan.in_chans, fit_merges=True, ratio=ratio,
+                        target_hw=_node_hw(gm_t))
+    convs = []
+    for site in plan.convs:
+        rec = small.convs.get(site.name)
+        if rec is None:
+            raise UnsupportedLayerError(f"conv {site.name!r} ran at the target size but not in the pre-train "
+                                        "network. Hint: report this model; pass kernel_map={} to keep kernels")
+        convs.append(site.__class__(**{**site.__dict__, "small_in_hw": rec.in_hw, "small_out_hw": rec.out_hw}))
+    fcs = [_measure_fc(fc, small, gm, target) for fc in plan.fcs]
+    resamples = tuple(Resample(*r) for r in small.resamples)
+    return plan.replace(convs=tuple(convs), fcs=tuple(fcs), resamples=resamples)
+
+
+def _measure_fc(fc: FCSite, small: Analysis, gm: fx.GraphModule, target: Analysis) -> FCSite:
+    if fc.kind == "conv":
+        hw = small.convs[fc.name].in_hw
+    elif fc.pool is not None:  # scale the fixed pool output with the map entering it
+        t_in, s_in = target.pool_in_hw[fc.pool], small.pool_in_hw[fc.pool]
+        hw = tuple(max(1, min(s, round(o * s / t))) for o, s, t in zip(fc.hw, s_in, t_in))
+    else:
+        hw = _flatten_source_hw(gm, fc.name)
+    if min(hw) < 1:
+        raise InputSizeError(f"the feature map entering {fc.name!r} vanishes at the pre-train size. "
+                             "Hint: pass a larger --input-size")
+    return FCSite(fc.name, fc.kind, fc.channels, fc.hw, tuple(hw), fc.pool, fc.owner)
+
+
+def _flatten_source_hw(gm: fx.GraphModule, name: str) -> tuple[int, int]:
+    node = next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == name)
+    cur = node.args[0]
+    while isinstance(cur, fx.Node):
+        meta = cur.meta.get("tensor_meta")
+        if meta is not None and len(meta.shape) == 4:
+            return tuple(meta.shape[-2:])
+        cur = cur.args[0] if cur.args else None
+    raise UnsupportedLayerError(f"cannot find the feature map that {name!r} flattens")
+
+
+def _set_size_attr(owner: nn.Module, value: int) -> None:
+    for attr in SIZE_ATTRS:
+        if hasattr(owner, attr):
+            setattr(owner, attr, value)
+            return
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
+
+
+def _resampled_like(w: torch.Tensor, shape: tuple[int, ...], gain: float, gen: torch.Generator) -> torch.Tensor:
+    """A fresh tensor drawn from `w`'s own values, times `gain`: the model's init at a new shape.
+
+    Inits in timm and torchvision (kaiming, xavier, trunc-normal, PyTorch's default) draw
+    from one distribution per tensor whose scale goes as 1/sqrt(fan); resampling the target's
+    values keeps the family, and `gain` = sqrt(old fan / new fan) adjusts the scale.
+    """
+    flat = w.detach().flatten().float()
+    if flat.numel() == 0 or not bool(flat.any()):
+        return torch.zeros(shape, dtype=w.dtype)
+    idx = torch.randint(flat.numel(), (math.prod(shape),), generator=gen)
+    return (flat[idx] * gain).reshape(shape).to(w.dtype)
+
+
+def _apply_convs(model: nn.Module, sites, *, init: bool, gen: torch.Generator | None = None) -> None:
+    for site in sites:
+        conv = model.get_submodule(site.name)
+        if site.changed:
+            shape = (*conv.weight.shape[:2], *site.small_kernel)
+            gain = math.sqrt(math.prod(site.kernel) / math.prod(site.small_kernel))
+            new = (_resampled_like(conv.weight, shape, gain, gen) if init
+                   else conv.weight.detach()[..., :site.small_kernel[0], :site.small_kernel[1]].clone())
+            conv.weight = nn.Parameter(new, requires_grad=conv.weight.requires_grad)
+            conv.kernel_size = tuple(site.small_kernel)
+        set_conv_padding(conv, site.small_padding)
+
+
+def _apply_fcs(model: nn.Module, fcs, gen: torch.Generator) -> None:
+    for fc in fcs:
+        module = model.get_submodule(fc.name)
+        if fc.pool is not None:
+            model.get_submodule(fc.pool).output_size = tuple(fc.small_hw)
+        if fc.owner is not None:
+            _set_size_attr(model.get_submodule(fc.owner), fc.small_hw[0])
+        gain = math.sqrt(math.prod(fc.hw) / math.prod(fc.small_hw))
+        if fc.kind == "linear":
+            shape = (module.out_features, fc.channels * math.prod(fc.small_hw))
+            module.in_features = shape[1]
+        else:
+            shape = (module.out_channels, module.weight.shape[1], *fc.small_hw)
+            module.kernel_size = tuple(fc.small_hw)
+        new = _resampled_like(module.weight, shape, gain, gen)
+        module.weight = nn.Parameter(new, requires_grad=module.weight.requires_grad)
+
+
+def _apply_resamples(model: nn.Module, resamples) -> nn.Module:
+    """Insert `fit_to` before the merges the plan lists; the only place the graph is edited."""
+    if not resamples:
+        return model
+    gm = trace(model)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for r in resamples:
+        node = nodes.get(r.node)
+        if node is None:
+            raise UnsupportedLayerError(f"plan resamples node {r.node!r}, which this model's trace lacks. "
+                                        "Hint: re-run `msurg shrink` with the installed timm/torchvision")
+        is_cat = not isinstance(node.args[0], fx.Node)
+        inputs = list(node.args[0] if is_cat else node.args)
+        with gm.graph.inserting_before(node):
+            inputs[r.arg] = gm.graph.call_function(fit_to, (inputs[r.arg], inputs[r.ref]))
+        node.args = ((inputs, *node.args[1:]) if is_cat else tuple(inputs))
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def apply_plan(model: nn.Module, plan: Plan, *, seed: int = 0) -> nn.Module:
+    """Build the pre-train network a plan describes from a target instance (not modified).
+
+    Changed tensors get the model's own init at their new shapes (see `_resampled_like`),
+    drawn with a generator seeded by `seed`; everything else is copied.
+
+    Example:
+        >>> small = apply_plan(timm.create_model("resnet18"), plan)
+    """
+    gen = torch.Generator().manual_seed(seed)
+    small = copy.deepcopy(model)
+    _apply_convs(small, plan.convs, init=True, gen=gen)
+    _apply_fcs(small, plan.fcs, gen)
+    return _apply_resamples(small, plan.resamples)
+
+
+def shrink(model_or_name: nn.Module | str, *, input_size: int | None = None, target_size: int | None = None,
+           kernel_map: str | Mapping[int, int] | None = None, even_padding: str = "alternate",
+           **model_kwargs: Any) -> tuple[nn.Module, Plan]:
+    """Build the pre-train variant of a CNN: smaller kernels, smaller images, same keys.
+
+    Args:
+        model_or_name: a timm name, `torchvision:NAME`, or an `nn.Module` (not modified).
+        input_size: pre-train input size; default round(target_size / s1).
+        target_size: target input size; default the model's pretrained_cfg size, else 224.
+        kernel_map: overrides of Table 1, e.g. "3:2,5:3" or {3: 2}.
+        even_padding: "alternate" or "bottom-right" (see `plan_shrink`).
+        **model_kwargs: constructor arguments for named models (num_classes, in_chans, ...).
+
+    Returns:
+        (pre-train model, plan). The model's state_dict has exactly the target's keys.
+
+    Example:
+        >>> small, plan = shrink("resnet34", num_classes=10)
+        >>> plan.input_size, plan.target_size
+        (160, 224)
+    """
+    from .zoo import build, default_input_size
+
+    if isinstance(model_or_name, nn.Module):
+        if model_kwargs:
+            raise TypeError(f"model kwargs {sorted(model_kwargs)} only apply to a model name")
+        model = model_or_name
+        source = ModelSource("custom", type(model).__name__)
+        in_chans = _first_conv_in_chans(model)
+    else:
+        model, source = build(model_or_name, **model_kwargs)
+        in_chans = int(model_kwargs.get("in_chans") or 3)
+    target_size = int(target_size or default_input_size(model))
+    if input_size is not None and not 1 <= int(input_size):
+        raise InputSizeError(f"input size must be positive, got {input_size}")
+    plan = plan_shrink(model, source, target_size=target_size, input_size=input_size,
+                       kernel_map=kernel_map, in_chans=in_chans, even_padding=even_padding)
+    return apply_plan(model, plan), plan
+
+
+def _first_conv_in_chans(model: nn.Module) -> int:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else 3
