@@ -1,0 +1,149 @@
+"""Learning-rate and input-size schedules as pure functions of training progress.
+
+An LR schedule is a callable `lr(t)` of the fractional epoch `t = epoch + it / iters_per_epoch`
+(epoch 0-based). The trainer sets the rate before every iteration, so:
+
+- `Cosine` and every warmup change the rate per iteration;
+- `MultiStep` changes it per epoch: the rate drops at the start of each milestone epoch
+  (milestones (30, 60) mean epochs 0-29 run at `lr`, 30-59 at `lr * gamma`, as in the
+  ResNet recipe "×0.1 before epochs 31 and 61", counted from 1);
+- nothing depends on optimizer state, so a resumed run or a swapped-in model continues at
+  exactly the same point of the schedule.
+
+Input-size schedules (`ramp_size`) are plain functions of the epoch too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ..errors import SurgeryError
+
+__all__ = ["LRSchedule", "MultiStep", "Cosine", "Hold", "ramp_size"]
+
+LRSchedule = Callable[[float], float]
+
+
+class ScheduleError(SurgeryError, ValueError):
+    """Schedule arguments that make no sense (e.g. unsorted milestones)."""
+
+
+def _warmup(lr: float, t: float, warmup: float, start_factor: float) -> float:
+    if warmup <= 0 or t >= warmup:
+        return lr
+    return lr * (start_factor + (1 - start_factor) * t / warmup)
+
+
+@dataclass(frozen=True)
+class MultiStep:
+    """`lr · gamma^k` where k counts the milestones (epochs) already reached.
+
+    Args:
+        lr: base learning rate.
+        milestones: epochs (0-based) at whose start the rate is multiplied by `gamma`.
+        gamma: the factor.
+        warmup: epochs of linear warmup from `lr * warmup_start` (per iteration).
+        warmup_start: the warmup's starting fraction of `lr`.
+
+    Example:
+        >>> s = MultiStep(0.1, milestones=(30, 60))
+        >>> s(29.99), s(30.0), round(s(60.0), 6)
+        (0.1, 0.010000000000000002, 0.001)
+    """
+
+    lr: float
+    milestones: Sequence[int]
+    gamma: float = 0.1
+    warmup: float = 0.0
+    warmup_start: float = 0.1
+
+    def __post_init__(self) -> None:
+        if list(self.milestones) != sorted(self.milestones):
+            raise ScheduleError(f"milestones must be ascending, got {list(self.milestones)}")
+
+    def __call__(self, t: float) -> float:
+        k = sum(1 for m in self.milestones if math.floor(t) >= m)
+        return _warmup(self.lr * self.gamma ** k, t, self.warmup, self.warmup_start)
+
+    @property
+    def changes(self) -> tuple[int, ...]:
+        """Epochs at whose start the rate changes (the low-mode schedule keys off these)."""
+        return tuple(self.milestones)
+
+
+@dataclass(frozen=True)
+class Cosine:
+    """Half-cosine from `lr` to `min_lr` over `epochs`, per iteration, after an optional warmup.
+
+    Example:
+        >>> s = Cosine(0.1, epochs=10)
+        >>> s(0.0), round(s(5.0), 6), s(10.0)
+        (0.1, 0.05, 0.0)
+    """
+
+    lr: float
+    epochs: float
+    min_lr: float = 0.0
+    warmup: float = 0.0
+    warmup_start: float = 0.1
+
+    def __call__(self, t: float) -> float:
+        span = max(self.epochs - self.warmup, 1e-12)
+        progress = min(max((t - self.warmup) / span, 0.0), 1.0)
+        lr = self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+        return _warmup(lr, t, self.warmup, self.warmup_start)
+
+    @property
+    def changes(self) -> tuple[int, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Hold:
+    """`schedule` with its rate at epoch `at` held for `epochs` extra epochs, then resumed.
+
+    Kernel rescaling's "keep the current learning rate for a few epochs after growing":
+    `Hold(MultiStep(0.1, (30, 60)), at=28, epochs=3)` drops at 33 and 63 instead.
+
+    Example:
+        >>> s = Hold(MultiStep(0.1, (4,)), at=2, epochs=3)
+        >>> [round(s(e), 3) for e in range(9)]
+        [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01]
+    """
+
+    schedule: LRSchedule
+    at: float
+    epochs: float
+
+    def __call__(self, t: float) -> float:
+        if t < self.at:
+            return self.schedule(t)
+        if t < self.at + self.epochs:
+            return self.schedule(self.at)
+        return self.schedule(t - self.epochs)
+
+    @property
+    def changes(self) -> tuple[int, ...]:
+        inner = getattr(self.schedule, "changes", ())
+        return tuple(c if c < self.at else c + int(self.epochs) for c in inner)
+
+
+def ramp_size(epoch: int, start: int, end: int, start_epoch: int, end_epoch: int,
+              multiple: int = 1) -> int:
+    """FFCV-style resolution ramp: `start` up to `start_epoch`, linear to `end` at
+    `end_epoch`, then `end`; in between rounded to the nearest multiple of `multiple`.
+
+    Example:
+        >>> [ramp_size(e, 160, 192, start_epoch=2, end_epoch=6, multiple=32) for e in range(8)]
+        [160, 160, 160, 160, 192, 192, 192, 192]
+        >>> [ramp_size(e, 8, 28, 0, 4, multiple=4) for e in range(6)]
+        [8, 12, 20, 24, 28, 28]
+    """
+    if epoch >= end_epoch:
+        return end
+    if epoch <= start_epoch:
+        return start
+    size = start + (end - start) * (epoch - start_epoch) / (end_epoch - start_epoch)
+    return max(multiple, int(size / multiple + 0.5) * multiple)
