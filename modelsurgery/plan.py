@@ -79,8 +79,9 @@ class FCSite:
         small_hw: (H', W') in the pre-train at `Plan.input_size`.
         pool: qualname of a fixed-output adaptive pool in front of it whose output size
             scales with the interface (torchvision AlexNet/VGG), else None.
-        owner: qualname of a module whose `input_size` attribute must follow `small_hw`
-            (timm vgg ConvMlp), else None.
+        owner: qualname of a module whose input-size attribute must follow `small_hw`
+            (timm vgg ConvMlp's `input_kernel_size`), else None.
+        out_features: the layer's outputs (unchanged by shrink).
     """
 
     name: str
@@ -90,6 +91,7 @@ class FCSite:
     small_hw: Pair
     pool: str | None = None
     owner: str | None = None
+    out_features: int = 0
 
 
 @dataclass(frozen=True)

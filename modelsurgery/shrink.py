@@ -18,9 +18,9 @@ import torch.nn as nn
 from .errors import InputSizeError, KernelMapError, UnsupportedLayerError
 from .layers import DYNAMIC_PAD_CONVS, fit_to, set_conv_padding
 from .plan import ConvSite, FCSite, ModelSource, Plan, Resample
-from .trace import SIZE_ATTRS, Analysis, analyze, trace, warn_skipped
+from .trace import SIZE_ATTRS, Analysis, analyze, meta_copy, trace, warn_skipped
 
-__all__ = ["TABLE1", "parse_kernel_map", "map_kernel", "plan_shrink", "apply_plan", "shrink",
+__all__ = ["TABLE1", "parse_kernel_map", "map_kernel", "plan_shrink", "apply_plan", "shrink", "downscale_state_dict",
            "pretrain_input_size"]
 
 # de Gusmão et al. 2016, Table 1: target kernel -> pre-train kernel, per spatial dimension.
@@ -180,11 +180,16 @@ def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, inpu
             in_hw=rec.in_hw, out_hw=rec.out_hw, small_in_hw=(0, 0), small_out_hw=(0, 0), reason=reason))
     if input_size is None:
         input_size = pretrain_input_size(target_size, sites)
-    fcs = [FCSite(f.name, f.kind, f.channels, f.hw, (0, 0), f.pool, f.owner) for f in target.fcs]
+    fcs = [FCSite(f.name, f.kind, f.channels, f.hw, (0, 0), f.pool, f.owner, _out_features(modules[f.name]))
+           for f in target.fcs]
     plan = Plan(source=source, input_size=int(input_size), target_size=int(target_size), in_chans=in_chans,
                 convs=tuple(sites), fcs=tuple(fcs), kernel_map=tuple(sorted({**TABLE1, **kmap}.items())),
                 even_padding=even_padding, versions=_versions())
     return _measure_pretrain(model, plan, target, gm)
+
+
+def _out_features(module: nn.Module) -> int:
+    return int(module.out_features if isinstance(module, nn.Linear) else module.out_channels)
 
 
 def _versions() -> tuple[tuple[str, str], ...]:
@@ -215,13 +220,13 @@ class _Probe(nn.Linear):
 
 def _measure_pretrain(model: nn.Module, plan: Plan, target: Analysis, gm_t: fx.GraphModule) -> Plan:
     """Propagate the pre-train network (convs swapped, FCs probed) to fill in its shapes."""
-    probe = copy.deepcopy(model)
+    probe = meta_copy(model)
     _apply_convs(probe, plan.convs, init=False)
     mods = dict(probe.named_modules())
     for fc in plan.fcs:
         if fc.kind == "linear":
             old = mods[fc.name]
-            _set_module(probe, fc.name, _Probe(1, old.out_features, bias=False))
+            _set_module(probe, fc.name, _Probe(1, old.out_features, bias=False, device="meta"))
         else:  # conv FC: a 1x1 stand-in keeps the map's size, so its input is recorded
             conv = mods[fc.name]
             conv.weight = nn.Parameter(conv.weight.detach()[..., :1, :1].clone())
@@ -236,10 +241,20 @@ def _measure_pretrain(model: nn.Module, plan: Plan, target: Analysis, gm_t: fx.G
         if rec is None:
             raise UnsupportedLayerError(f"conv {site.name!r} ran at the target size but not in the pre-train "
                                         "network. Hint: report this model; pass kernel_map={} to keep kernels")
+        _check_not_vanished(site, rec.in_hw, plan.input_size)
         convs.append(site.__class__(**{**site.__dict__, "small_in_hw": rec.in_hw, "small_out_hw": rec.out_hw}))
     fcs = [_measure_fc(fc, small, gm, target) for fc in plan.fcs]
     resamples = tuple(Resample(*r) for r in small.resamples)
     return plan.replace(convs=tuple(convs), fcs=tuple(fcs), resamples=resamples)
+
+
+def _check_not_vanished(site: ConvSite, small_in: tuple[int, int], size: int) -> None:
+    """A downsampling conv that meets a 1-pixel map where the target's is larger has lost it."""
+    for stride, t_in, s_in in zip(site.stride, site.in_hw, small_in):
+        if stride > 1 and s_in == 1 and t_in > 1:
+            raise InputSizeError(
+                f"input size {size} is too small: the feature map has vanished to 1 pixel before "
+                f"{site.name!r} (stride {stride}; {t_in} pixels in the target). Hint: pass a larger --input-size")
 
 
 def _measure_fc(fc: FCSite, small: Analysis, gm: fx.GraphModule, target: Analysis) -> FCSite:
@@ -253,7 +268,7 @@ def _measure_fc(fc: FCSite, small: Analysis, gm: fx.GraphModule, target: Analysi
     if min(hw) < 1:
         raise InputSizeError(f"the feature map entering {fc.name!r} vanishes at the pre-train size. "
                              "Hint: pass a larger --input-size")
-    return FCSite(fc.name, fc.kind, fc.channels, fc.hw, tuple(hw), fc.pool, fc.owner)
+    return fc.__class__(**{**fc.__dict__, "small_hw": tuple(hw)})
 
 
 def _flatten_source_hw(gm: fx.GraphModule, name: str) -> tuple[int, int]:
@@ -404,3 +419,27 @@ def shrink(model_or_name: nn.Module | str, *, input_size: int | None = None, tar
 def _first_conv_in_chans(model: nn.Module) -> int:
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return conv.in_channels if conv is not None else 3
+
+
+def downscale_state_dict(state: Mapping[str, torch.Tensor], plan: Plan, *,
+                         method: str = "pinv") -> dict[str, torch.Tensor]:
+    """Trained target weights -> pre-train weights, amplitude-preserving (`shrink --weights`).
+
+    Planned convs are resized with `resize.resize_kernel` (for "pinv", the adjoint of the
+    pinv upscale, so that growing back returns these weights exactly), the FC interface with
+    `resize.resize_fc`; every other tensor is copied.
+
+    Example:
+        >>> small_state = downscale_state_dict(torch.load("t.pth", weights_only=True), plan)
+    """
+    from .resize import resize_fc, resize_kernel
+
+    out = {k: v.clone() for k, v in state.items()}
+    for site in plan.convs:
+        if site.changed:
+            key = f"{site.name}.weight"
+            out[key] = resize_kernel(state[key], tuple(site.small_kernel), method)
+    for fc in plan.fcs:
+        key = f"{fc.name}.weight"
+        out[key] = resize_fc(state[key], (fc.channels, *fc.hw), tuple(fc.small_hw), method)
+    return out

@@ -6,6 +6,7 @@ Nothing here mutates the model it is given. `analyze` returns plain data (`Analy
 
 from __future__ import annotations
 
+import copy
 import operator
 import warnings
 from dataclasses import dataclass, field
@@ -163,6 +164,15 @@ def _is_merge(n: fx.Node) -> bool:
     return n.op == "call_method" and n.target in MERGE_METHODS
 
 
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` whose parameters and buffers live on the meta device (no data)."""
+    memo: dict[int, object] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
+
+
 def analyze(model: nn.Module, size: int, in_chans: int, *, gm: fx.GraphModule | None = None,
             fit_merges: bool = False, ratio: float = 1.0,
             target_hw: dict[str, tuple[int, int]] | None = None) -> tuple[Analysis, fx.GraphModule]:
@@ -183,7 +193,7 @@ def analyze(model: nn.Module, size: int, in_chans: int, *, gm: fx.GraphModule | 
     Raises:
         InputSizeError: a feature map vanishes at this input size.
     """
-    gm = gm if gm is not None else trace(model)
+    gm = gm if gm is not None else trace(meta_copy(model))
     analysis = Analysis(size=size)
     if target_hw:
         for n in gm.graph.nodes:
@@ -194,8 +204,10 @@ def analyze(model: nn.Module, size: int, in_chans: int, *, gm: fx.GraphModule | 
     gm.eval()
     try:
         prop = _Propagator(gm, fit_merges, ratio)
+        # Meta tensors carry shapes without computing: propagation costs no convolutions.
+        device = next(iter(gm.parameters()), torch.empty(0)).device
         with torch.no_grad():
-            out = prop.propagate(torch.zeros(1, in_chans, size, size))
+            out = prop.propagate(torch.zeros(1, in_chans, size, size, device=device))
     except (RuntimeError, ValueError) as err:
         raise _size_error(err, size, analysis) from None
     finally:

@@ -1,0 +1,223 @@
+"""Checkpoint files: safetensors with the plan in their metadata, atomic writes, strict checks.
+
+Metadata keys are namespaced strings: `modelsurgery.version` (library version),
+`modelsurgery.form` (`pretrain` or `target`) and `modelsurgery.plan` (the plan's JSON).
+Only safetensors and `torch.load(weights_only=True)` are ever used to read: no pickles.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+import torch.nn as nn
+
+from .errors import CheckpointError, OutputExistsError, PlanError
+from .plan import Plan
+
+__all__ = ["save", "load", "save_state_dict", "read_state_dict", "read_plan", "atomic_write",
+           "check_output", "verify_state_dict", "warn_nonfinite", "META_VERSION", "META_FORM", "META_PLAN"]
+
+META_VERSION = "modelsurgery.version"
+META_FORM = "modelsurgery.form"
+META_PLAN = "modelsurgery.plan"
+_WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "net")
+
+
+def check_output(path: str | os.PathLike, force: bool = False) -> Path:
+    """Validate an output path before any work is done: writable folder, no clobbering."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"output {str(path)!r} is a directory. Hint: give a file name, e.g. {path / 'model.safetensors'}")
+    if path.exists() and not force:
+        raise OutputExistsError(f"output {str(path)!r} exists. Hint: pass --force to overwrite it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CheckpointError(f"output folder {str(parent)!r} does not exist. Hint: create it first")
+    if not os.access(parent, os.W_OK):
+        raise CheckpointError(f"output folder {str(parent)!r} is not writable. Hint: choose another --out")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, force: bool = False) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place.
+
+    A crash or kill mid-write leaves the old file (if any) intact and no partial file behind
+    under `path`; the temporary file is removed on any error.
+    """
+    path = check_output(path, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _unshare(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied weights); give each its own."""
+    seen, out = set(), {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        key = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else None
+        out[k] = v.clone() if key in seen or not v.is_contiguous() else v
+        seen.add(key)
+    return out
+
+
+def save_state_dict(path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None, *,
+                    force: bool = False) -> Path:
+    """Write a state_dict as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = _unshare(state)
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=dict(metadata or {})), force=force)
+
+
+def save(path, model: nn.Module | Mapping[str, torch.Tensor], plan: Plan, *, force: bool = False) -> Path:
+    """Save a model (or state_dict) and its plan to one safetensors file, atomically.
+
+    The file's form (`pretrain` or `target`) is `plan.form`.
+
+    Example:
+        >>> small, plan = modelsurgery.shrink("resnet18")
+        >>> modelsurgery.save("small.safetensors", small, plan)
+    """
+    from . import __version__
+
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    meta = {META_VERSION: __version__, META_FORM: plan.form, META_PLAN: plan.to_json()}
+    return save_state_dict(path, state, meta, force=force)
+
+
+def _check_input(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist. Hint: check the path")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a directory, not a file. Hint: name the file inside it")
+    return path
+
+
+def read_state_dict(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read tensors and metadata from safetensors, or from a .pt/.pth with weights_only=True.
+
+    .pt/.pth files may hold a bare state_dict or one under "state_dict"/"model"; a
+    `module.` prefix (DataParallel/DDP) is removed. Files that need code to unpickle are refused.
+    """
+    path = _check_input(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.suffix in (".pt", ".pth", ".bin", ".ckpt") or head[:2] == b"PK":
+        return _read_torch(path), {}
+    return _read_safetensors(path)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # SafetensorError and OSError variants
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file ({str(err).splitlines()[0][:120]}); "
+                              "it may be truncated or corrupt. Hint: re-create it, or pass a .pt/.pth file") from None
+    return tensors, meta
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0][:160]
+        raise CheckpointError(f"refusing {str(path)!r}: it needs code to unpickle ({first}); modelsurgery only loads "
+                              "with weights_only=True. Hint: re-save it as a plain state_dict or safetensors") from None
+    except Exception as err:
+        raise CheckpointError(f"{str(path)!r} is not a readable PyTorch checkpoint ({str(err).splitlines()[0][:120]}). "
+                              "Hint: check that the file is complete") from None
+    for key in _WRAPPERS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{str(path)!r} holds no state_dict of tensors. Hint: save `model.state_dict()`")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def read_plan(meta: Mapping[str, str], path="checkpoint") -> Plan:
+    """The plan stored in a checkpoint's metadata."""
+    text = meta.get(META_PLAN)
+    if text is None:
+        raise PlanError(f"{str(path)!r} carries no modelsurgery plan. Hint: create it with `msurg shrink` "
+                        "(or pass `--model NAME` for a plain target checkpoint)")
+    plan = Plan.from_json(text)
+    form = meta.get(META_FORM, plan.form)
+    return plan if form == plan.form else plan.replace(form=form)
+
+
+def verify_state_dict(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise one CheckpointError listing every missing, unexpected or mis-shaped key."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing {missing}")
+    if unexpected:
+        problems.append(f"unexpected {unexpected}")
+    if shapes:
+        problems.append(f"wrong shapes [{'; '.join(shapes)}]")
+    if problems:
+        raise CheckpointError(f"{what} does not match its plan: {', '.join(problems)}. "
+                              "Hint: was it saved from a different model or plan?")
+
+
+def warn_nonfinite(state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> list[str]:
+    """Warn, naming the tensors, when any floating tensor holds NaN or Inf."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        warnings.warn(f"{what} has NaN or Inf in: {', '.join(bad)}", stacklevel=2)
+    return bad
+
+
+def load(path, model: nn.Module | None = None) -> tuple[nn.Module, Plan]:
+    """Rebuild the network a checkpoint holds, pre-train or target, and load it strictly.
+
+    Args:
+        path: a safetensors file written by `save` (or `msurg shrink`/`msurg grow`).
+        model: a fresh *target* instance, needed only for custom (non-timm/torchvision) models.
+
+    Returns:
+        (model in eval mode, plan).
+
+    Example:
+        >>> small, plan = modelsurgery.load("small.safetensors")
+    """
+    from .shrink import apply_plan
+    from .zoo import rebuild
+
+    state, meta = read_state_dict(path)
+    plan = read_plan(meta, path)
+    target = model if model is not None else rebuild(plan.source)
+    net = apply_plan(target, plan) if plan.form == "pretrain" else copy.deepcopy(target)
+    verify_state_dict(state, net.state_dict(), f"{str(path)!r}")
+    warn_nonfinite(state, str(path))
+    net.load_state_dict(state, strict=True)
+    return net.eval(), plan
+
