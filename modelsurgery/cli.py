@@ -128,6 +128,56 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
                f"{len(plan_.fcs)} FC interface(s), {len(plan_.resamples)} resample(s)")
 
 
+@cli.command()
+@click.argument("ckpt", type=click.Path())
+@click.option("--to", "to", type=click.IntRange(min=1), default=None,
+              help="Target input size; sets the FC interface's HxW [default: the plan's target size].")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Output .safetensors [default: CKPT's name with -target.safetensors].")
+@click.option("--method", type=click.Choice(["bilinear", "pinv", "replicate"]), default=None,
+              help="Kernel upscaling [default: the library default, see `modelsurgery.grow`].")
+@click.option("--fc", type=click.Choice(["resize", "gaussian"]), default="resize", show_default=True,
+              help="FC interface: resize like a kernel, or keep weights on a grid and Gaussian-pad.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --fc gaussian.")
+@click.option("--plan", "plan_file", type=click.Path(), default=None,
+              help="Plan for a .pt/.pth CKPT that carries none: a modelsurgery .safetensors or plan .json.")
+@click.option("--calibrate", type=click.Path(), default=None,
+              help="Recalibrate BatchNorm statistics on these images at the target size "
+                   "(a Fashion-MNIST/MNIST IDX folder, an ImageFolder, or 'fixture').")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, force):
+    """Convert a trained pre-train checkpoint CKPT into the full-size target model.
+
+    Every planned kernel is upscaled with its amplitude preserved, the FC interface is
+    converted, and everything else is copied. The result loads with strict=True into the stock
+    model (timm.create_model(name) or the torchvision constructor). Afterwards a one-line
+    fidelity check compares pre-train and grown logits on fixture images.
+    """
+    from .convert import grow_file
+
+    report = grow_file(ckpt, out, to=to, method=method, fc=fc, seed=seed, plan_file=plan_file,
+                       calibrate=calibrate, force=force)
+    click.echo(report)
+
+
+@cli.command()
+@click.argument("ckpt", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="Export input size [default: the size of the network the checkpoint holds].")
+@click.option("--opset", type=click.IntRange(min=7), default=None, help="ONNX opset [default: the exporter's].")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def export(ckpt, out, input_size, opset, force):
+    """Export the model in CKPT (pre-train or target) to ONNX with a dynamic batch axis.
+
+    onnx.checker runs on the result; when onnxruntime is installed the outputs are compared
+    with PyTorch's (atol 1e-4) and the maximum error is printed.
+    """
+    from .export import export_file
+
+    click.echo(export_file(ckpt, out, input_size=input_size, opset=opset, force=force))
+
+
 def main(argv=None) -> None:
     """Entry point of the `msurg` command."""
     cli.main(args=argv, prog_name="msurg")
