@@ -376,7 +376,7 @@ def test_resume_matches_uninterrupted_run(fixture_data, tmp_path):
     def run(epochs, resume=None, seed_offset=0):
         # The Bernoulli step context and dropout draw from the global RNG; flips/crops from the loader's.
         coin = lambda t, e, it: contextlib.nullcontext() if torch.rand(()) < 0.5 else None  # noqa: E731
-        trainer = make_trainer(fixture_data, tmp_path, seed=7, schedule=Cosine(0.05, 4, warmup=1),
+        trainer = make_trainer(fixture_data, tmp_path, seed=7, schedule=Cosine(0.05, 3, warmup=1.5),
                                loader={"flip": True, "crop_pad": 1}, step_context=coin)
         if seed_offset:   # a different initialisation, which loading must overwrite
             trainer.replace_model(TinyNet())
@@ -385,10 +385,10 @@ def test_resume_matches_uninterrupted_run(fixture_data, tmp_path):
         trainer.fit(epochs)
         return trainer
 
-    straight = run(4)
-    halfway = run(2)
+    straight = run(3)
+    halfway = run(1)
     halfway.save_checkpoint(tmp_path / "half.safetensors")
-    resumed = run(4, resume=tmp_path / "half.safetensors", seed_offset=1)
+    resumed = run(3, resume=tmp_path / "half.safetensors", seed_offset=1)
     for k, v in straight.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     drop = lambda h: [{k: v for k, v in r.items() if k != "wall"} for r in h]   # noqa: E731

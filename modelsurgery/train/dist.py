@@ -16,7 +16,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "dist_info", "barrier",
-           "pick_device", "seed_everything", "mix_seed", "all_reduce_sum"]
+           "pick_device", "seed_everything", "mix_seed", "all_reduce_sum",
+           "broadcast_buffers"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
     return t
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank."""
+    if dist.is_available() and dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def pick_device(local_rank: int = 0) -> torch.device:

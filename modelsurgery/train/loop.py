@@ -40,7 +40,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..plan import Plan
-from .dist import all_reduce_sum, barrier, mix_seed, pick_device, seed_everything, setup_distributed
+from .dist import (all_reduce_sum, barrier, broadcast_buffers, mix_seed, pick_device, seed_everything,
+                   setup_distributed)
 from .schedules import LRSchedule
 from .state import CheckpointInfo, load_training_checkpoint, save_training_checkpoint
 
@@ -191,6 +192,7 @@ class Trainer:
             total += loss.detach().float()
             if self.progress and it % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", size=self.size)
+        broadcast_buffers(self.model)   # DDP syncs BN statistics before a forward, not after the last
         stats = all_reduce_sum(torch.stack([total, torch.tensor(float(n), device=self.device)]))
         return (stats[0] / stats[1].clamp(min=1)).item(), wrapped / max(n, 1), lr
 
