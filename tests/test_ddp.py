@@ -43,14 +43,16 @@ def worker(out: Path) -> None:
 
     def grow(trainer, epoch):
         if epoch >= 1 and trainer.form == "pretrain":
-            seed_everything(100 + info.rank)   # every rank builds different weights; rank 0's must win
-            trainer.replace_model(make_net(12), form="target")
+            with torch.random.fork_rng():   # every rank builds different weights; rank 0's must win
+                torch.manual_seed(100 + info.rank)
+                grown = make_net(12)
+            trainer.replace_model(grown, form="target")
             trainer.set_input_size(20)
 
     seed_everything(info.rank)
     trainer = Trainer(make_net(8), train, val, schedule=MultiStep(0.05, (2,)), seed=0, form="pretrain",
                       on_epoch_start=[grow], progress=False,
-                      step_context=lambda t, e, it: contextlib.nullcontext() if it % 2 else None,
+                      step_context=lambda t, e, it: contextlib.nullcontext() if torch.rand(()) < 0.5 else None,
                       log_path=out / "log.jsonl", checkpoint_path=out / "last.safetensors")
     trainer.fit(3)
     state = {k: v.detach().contiguous() for k, v in trainer.model.state_dict().items()}
@@ -85,13 +87,13 @@ def test_two_gloo_ranks_hold_identical_weights(tmp_path):
     assert all(s["world"] == 2 and s["ddp"] == "DistributedDataParallel" for s in summaries)
     assert set(summaries[0]["shard"]).isdisjoint(summaries[1]["shard"])   # each rank its own data
     histories = [[{k: v for k, v in r.items() if k != "wall"} for r in s["history"]] for s in summaries]
-    assert histories[0] == histories[1]   # losses and accuracies are all-reduced
+    assert histories[0] == histories[1]   # all-reduced losses and accuracies; the same coin flips
     assert summaries[0]["accuracy"] == summaries[1]["accuracy"] > 0.1
 
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]   # rank 0 alone writes the log
-    assert [(r["form"], r["size"], r["mode"]) for r in records] == [
-        ("pretrain", 16, "mixed"), ("target", 20, "mixed"), ("target", 20, "mixed")]
+    assert [(r["form"], r["size"]) for r in records] == [("pretrain", 16), ("target", 20), ("target", 20)]
+    assert {r["mode"] for r in records} == {"mixed"}
     checkpoint = load_file(tmp_path / "last.safetensors")
     assert all(torch.equal(checkpoint[k], v) for k, v in weights[0].items())
     assert sorted(p.name for p in tmp_path.iterdir()) == [

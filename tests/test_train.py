@@ -338,7 +338,7 @@ def test_checkpoint_round_trip_with_plan(fixture_data, tmp_path):
     path = tmp_path / "ck" / "last.safetensors"
     trainer.save_checkpoint(path)
     assert sorted(os.listdir(path.parent)) == ["last.safetensors"]   # no temp file left behind
-    with pytest.raises(OutputExistsError, match="force=True"):
+    with pytest.raises(OutputExistsError, match="exists"):
         trainer.save_checkpoint(path)
 
     info = read_checkpoint_info(path)

@@ -16,9 +16,11 @@ calls `fit(epochs)`. Everything a method needs to change mid-run goes through th
 Time: `wall` in the log is cumulative training time in seconds: epoch-start callbacks (resizes,
 grows) and the training iterations, excluding evaluation, logging and checkpoint writing.
 
-Determinism: at the start of epoch e every global RNG is reseeded from (seed, e, rank), and the
-loader's order depends only on (seed, e). A run resumed from the checkpoint of epoch e therefore
-ends with exactly the weights of an uninterrupted run (bit for bit on the CPU).
+Determinism: at the start of epoch e every global RNG is reseeded from (seed, e), the same on
+every rank, so random decisions in callbacks and step contexts agree across DDP ranks; the
+loader's order and augmentation depend only on (seed, e, rank). A run resumed from the
+checkpoint of epoch e therefore ends with exactly the weights of an uninterrupted run (bit for
+bit on the CPU).
 
 Devices: CUDA (bf16 autocast, channels_last), then MPS, then the CPU (float32, no autocast).
 Under torchrun the model is wrapped in DistributedDataParallel; rank 0 alone logs, writes
@@ -69,7 +71,7 @@ class Trainer:
         schedule: LR as a function of the fractional epoch (`MultiStep`, `Cosine`, `Hold`).
         momentum, nesterov, weight_decay: SGD settings (no decay on norm scales and biases).
         label_smoothing: for the cross-entropy loss.
-        seed: reseeds every RNG at each epoch start, mixed with the epoch and the rank.
+        seed: every global RNG is reseeded from (seed, epoch) at each epoch start.
         log_path: JSON-lines file, one record per epoch (appended; rank 0 only).
         checkpoint_path: if set, the training state is written there after every epoch.
         progress: tqdm bar; default on when stderr is a terminal. Always off on ranks > 0.
@@ -150,7 +152,7 @@ class Trainer:
         """Train until `epochs` epochs are done in total (a resumed trainer continues)."""
         while self.epoch < epochs:
             start = self._now()
-            seed_everything(mix_seed(self.seed, self.epoch, self.dist.rank))
+            seed_everything(mix_seed(self.seed, self.epoch))   # the same on every rank
             for callback in self.on_epoch_start:
                 callback(self, self.epoch)
             loss, low, lr = self._train_epoch()

@@ -11,7 +11,8 @@ Layout of one file (no pickle anywhere):
   wall seconds, input size, seed, the per-epoch log so far, optimizer hyper-parameters and
   non-tensor optimizer state, Python's `random` state).
 
-Files are written to a temporary file in the same folder and renamed into place.
+Files are written to a temporary file in the same folder and renamed into place
+(`modelsurgery.checkpoint.atomic_write`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
-from ..errors import CheckpointError, OutputExistsError
+from ..checkpoint import META_FORM, META_PLAN, META_VERSION, atomic_write
+from ..errors import CheckpointError
 from ..plan import Plan
 
 __all__ = ["CheckpointInfo", "save_training_checkpoint", "load_training_checkpoint", "read_checkpoint_info"]
@@ -63,9 +65,6 @@ def save_training_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     Example:
         >>> save_training_checkpoint("run/last.safetensors", model, opt, train={"epoch": 3}, force=True)
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists. Hint: pass force=True to overwrite it")
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     scalars: dict[str, Any] = {}
     groups: list = []
@@ -84,18 +83,11 @@ def save_training_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
             tensors[f"{PREFIX}rng/cuda/{i}"] = state
     train = dict(train, optimizer={"param_groups": groups, "scalars": scalars},
                  python_random=random.getstate())
-    metadata = {"modelsurgery.version": __version__, "modelsurgery.form": form,
-                TRAIN_KEY: json.dumps(train, sort_keys=True)}
+    metadata = {META_VERSION: __version__, META_FORM: form, TRAIN_KEY: json.dumps(train, sort_keys=True)}
     if plan is not None:
-        metadata["modelsurgery.plan"] = plan if isinstance(plan, str) else plan.to_json()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        metadata[META_PLAN] = plan if isinstance(plan, str) else plan.to_json()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), force=force)
 
 
 def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
@@ -154,9 +146,8 @@ def _open_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def _info(path, metadata: dict[str, str]) -> CheckpointInfo:
-    return CheckpointInfo(form=metadata.get("modelsurgery.form", "target"),
-                          plan=metadata.get("modelsurgery.plan"),
-                          version=metadata.get("modelsurgery.version", "?"),
+    return CheckpointInfo(form=metadata.get(META_FORM, "target"), plan=metadata.get(META_PLAN),
+                          version=metadata.get(META_VERSION, "?"),
                           train=json.loads(metadata[TRAIN_KEY]))
 
 
