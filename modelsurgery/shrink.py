@@ -219,22 +219,16 @@ class _Probe(nn.Linear):
 
 
 def _measure_pretrain(model: nn.Module, plan: Plan, target: Analysis, gm_t: fx.GraphModule) -> Plan:
-    """Propagate the pre-train network (convs swapped, FCs probed) to fill in its shapes."""
-    probe = meta_copy(model)
-    _apply_convs(probe, plan.convs, init=False)
-    mods = dict(probe.named_modules())
-    for fc in plan.fcs:
-        if fc.kind == "linear":
-            old = mods[fc.name]
-            _set_module(probe, fc.name, _Probe(1, old.out_features, bias=False, device="meta"))
-        else:  # conv FC: a 1x1 stand-in keeps the map's size, so its input is recorded
-            conv = mods[fc.name]
-            conv.weight = nn.Parameter(conv.weight.detach()[..., :1, :1].clone())
-            conv.kernel_size = (1, 1)
-            _set_size_attr(mods[fc.owner], 1)
-    ratio = plan.target_size / plan.input_size
-    small, gm = analyze(probe, plan.input_size, plan.in_chans, fit_merges=True, ratio=ratio,
-                        target_hw=_node_hw(gm_t))
+    """Fill in the pre-train shapes: FC interfaces first (measured with probes), then every conv."""
+    ratio, node_hw = plan.target_size / plan.input_size, _node_hw(gm_t)
+    if plan.fcs:
+        small, gm = analyze(_fc_probe(model, plan), plan.input_size, plan.in_chans, fit_merges=True,
+                            ratio=ratio, target_hw=node_hw)
+        plan = plan.replace(fcs=tuple(_measure_fc(fc, small, gm, target) for fc in plan.fcs))
+    net = meta_copy(model)
+    _apply_convs(net, plan.convs)
+    _apply_fcs(net, plan.fcs)
+    small, _ = analyze(net, plan.input_size, plan.in_chans, fit_merges=True, ratio=ratio, target_hw=node_hw)
     convs = []
     for site in plan.convs:
         rec = small.convs.get(site.name)
@@ -243,9 +237,24 @@ def _measure_pretrain(model: nn.Module, plan: Plan, target: Analysis, gm_t: fx.G
                                         "network. Hint: report this model; pass kernel_map={} to keep kernels")
         _check_not_vanished(site, rec.in_hw, plan.input_size)
         convs.append(site.__class__(**{**site.__dict__, "small_in_hw": rec.in_hw, "small_out_hw": rec.out_hw}))
-    fcs = [_measure_fc(fc, small, gm, target) for fc in plan.fcs]
     resamples = tuple(Resample(*r) for r in small.resamples)
-    return plan.replace(convs=tuple(convs), fcs=tuple(fcs), resamples=resamples)
+    return plan.replace(convs=tuple(convs), resamples=resamples)
+
+
+def _fc_probe(model: nn.Module, plan: Plan) -> nn.Module:
+    """A meta copy with shrunk convs whose FC layers only record what reaches them."""
+    probe = meta_copy(model)
+    _apply_convs(probe, plan.convs)
+    for fc in plan.fcs:
+        old = probe.get_submodule(fc.name)
+        if fc.kind == "linear":
+            _set_module(probe, fc.name, _Probe(1, old.out_features, bias=False, device="meta"))
+        else:  # conv FC: a 1x1 stand-in keeps the map's size, so its input is recorded
+            old.weight = nn.Parameter(old.weight.detach()[..., :1, :1])
+            old.kernel_size = (1, 1)
+            if fc.owner is not None:
+                _set_size_attr(probe.get_submodule(fc.owner), 1)
+    return probe
 
 
 def _check_not_vanished(site: ConvSite, small_in: tuple[int, int], size: int) -> None:
@@ -308,20 +317,26 @@ def _resampled_like(w: torch.Tensor, shape: tuple[int, ...], gain: float, gen: t
     return (flat[idx] * gain).reshape(shape).to(w.dtype)
 
 
-def _apply_convs(model: nn.Module, sites, *, init: bool, gen: torch.Generator | None = None) -> None:
+def _new_weight(old: torch.Tensor, shape: tuple[int, ...], gain: float, gen: torch.Generator | None) -> nn.Parameter:
+    if old.is_meta:  # shape analysis: no data to draw
+        new = torch.empty(shape, dtype=old.dtype, device="meta")
+    else:
+        new = _resampled_like(old, shape, gain, gen or torch.Generator().manual_seed(0))
+    return nn.Parameter(new, requires_grad=old.requires_grad)
+
+
+def _apply_convs(model: nn.Module, sites, gen: torch.Generator | None = None) -> None:
     for site in sites:
         conv = model.get_submodule(site.name)
         if site.changed:
             shape = (*conv.weight.shape[:2], *site.small_kernel)
             gain = math.sqrt(math.prod(site.kernel) / math.prod(site.small_kernel))
-            new = (_resampled_like(conv.weight, shape, gain, gen) if init
-                   else conv.weight.detach()[..., :site.small_kernel[0], :site.small_kernel[1]].clone())
-            conv.weight = nn.Parameter(new, requires_grad=conv.weight.requires_grad)
+            conv.weight = _new_weight(conv.weight, shape, gain, gen)
             conv.kernel_size = tuple(site.small_kernel)
         set_conv_padding(conv, site.small_padding)
 
 
-def _apply_fcs(model: nn.Module, fcs, gen: torch.Generator) -> None:
+def _apply_fcs(model: nn.Module, fcs, gen: torch.Generator | None = None) -> None:
     for fc in fcs:
         module = model.get_submodule(fc.name)
         if fc.pool is not None:
@@ -335,8 +350,7 @@ def _apply_fcs(model: nn.Module, fcs, gen: torch.Generator) -> None:
         else:
             shape = (module.out_channels, module.weight.shape[1], *fc.small_hw)
             module.kernel_size = tuple(fc.small_hw)
-        new = _resampled_like(module.weight, shape, gain, gen)
-        module.weight = nn.Parameter(new, requires_grad=module.weight.requires_grad)
+        module.weight = _new_weight(module.weight, shape, gain, gen)
 
 
 def _apply_resamples(model: nn.Module, resamples) -> nn.Module:
@@ -371,7 +385,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, seed: int = 0) -> nn.Module:
     """
     gen = torch.Generator().manual_seed(seed)
     small = copy.deepcopy(model)
-    _apply_convs(small, plan.convs, init=True, gen=gen)
+    _apply_convs(small, plan.convs, gen)
     _apply_fcs(small, plan.fcs, gen)
     return _apply_resamples(small, plan.resamples)
 

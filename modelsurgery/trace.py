@@ -48,7 +48,7 @@ class _Tracer(fx.Tracer):
         self._leaves = tuple(leaves)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, (nn.Conv2d, *self._leaves)):
+        if isinstance(m, (nn.Conv2d, nn.Linear, *self._leaves)):
             return True
         return super().is_leaf_module(m, qualname)
 
