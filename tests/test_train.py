@@ -176,6 +176,18 @@ def test_resize_matches_pil_bilinear(fixture_data):
         assert np.abs(ours - ref).max() <= 1   # antialiased bilinear, uint8 rounding apart
 
 
+def test_loader_rejects_bad_input(fixture_data):
+    (x, y), _ = fixture_data
+    with pytest.raises(DatasetError, match="uint8"):
+        TensorLoader(x.float(), y, batch_size=8)
+    with pytest.raises(DatasetError, match="square"):
+        TensorLoader(x[:, :, :20], y, batch_size=8)
+    with pytest.raises(DatasetError, match="3000 images but 10 labels"):
+        TensorLoader(x, y[:10], batch_size=8)
+    with pytest.raises(DatasetError, match="3-channel images into 1"):
+        TensorLoader(x[:, None].expand(-1, 3, -1, -1), y, batch_size=8, channels=1)
+
+
 def test_loader_shards_like_distributed_sampler(fixture_data):
     (x, y), _ = fixture_data
     for train in (True, False):

@@ -225,7 +225,7 @@ class TensorLoader:
     """Batches in-memory uint8 images, resized once per input size and cached.
 
     Args:
-        images: uint8 N×H×W or N×C×H×W.
+        images: uint8 N×S×S or N×C×S×S (square).
         labels: int64 N.
         batch_size: examples per batch on each rank (under DDP the global batch is
             `batch_size * world_size`).
@@ -264,6 +264,9 @@ class TensorLoader:
         if len(labels) != len(images):
             raise DatasetError(f"{len(images)} images but {len(labels)} labels")
         images = images if images.ndim == 4 else images[:, None]
+        if images.shape[-1] != images.shape[-2]:
+            raise DatasetError(f"images must be square, got {images.shape[-2]}×{images.shape[-1]}. "
+                               "Hint: load_image_folder centre-crops to a square")
         self.device = torch.device(device)
         self.native_size = images.shape[-1]
         self.channels = channels or images.shape[1]
