@@ -38,6 +38,8 @@ def check_output(path: str | os.PathLike, force: bool = False) -> Path:
     if path.exists() and not force:
         raise OutputExistsError(f"output {str(path)!r} exists. Hint: pass --force to overwrite it")
     parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise CheckpointError(f"output folder {str(parent)!r} is a file, not a folder. Hint: choose another --out")
     if not parent.is_dir():
         raise CheckpointError(f"output folder {str(parent)!r} does not exist. Hint: create it first")
     if not os.access(parent, os.W_OK):
@@ -49,21 +51,57 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, force
     """Call `write(tmp)` on a temporary file beside `path`, then rename it into place.
 
     A crash or kill mid-write leaves the old file (if any) intact and no partial file behind
-    under `path`; the temporary file is removed on any error.
+    under `path`; the temporary file is removed on any error (after SIGKILL it can't be, and a
+    hidden `.NAME.*.tmp` stays beside `path`). Without `force` the rename refuses to replace a
+    file that appeared meanwhile. OS errors (disk full, permissions) become CheckpointError.
     """
     path = check_output(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise CheckpointError(f"cannot write in {str(path.parent)!r} ({err.strerror}). "
+                              "Hint: choose another --out") from None
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.chmod(tmp, _output_mode(path))
+        _rename(tmp, path, force)
+    except OSError as err:
+        raise CheckpointError(f"writing {str(path)!r} failed ({err.strerror or err}); the old file, if any, "
+                              "is unchanged. Hint: check free space and permissions") from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
+
+
+def _rename(tmp: str, path: Path, force: bool) -> None:
+    """Move `tmp` to `path` atomically; without `force`, never replace an existing file."""
+    if force:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic, and fails if `path` exists (unlike rename)
+    except FileExistsError:
+        raise OutputExistsError(f"output {str(path)!r} appeared while writing. "
+                                "Hint: pass --force to overwrite it") from None
+    except OSError:  # file systems without hard links
+        if path.exists():
+            raise OutputExistsError(f"output {str(path)!r} appeared while writing. "
+                                    "Hint: pass --force to overwrite it") from None
+        os.replace(tmp, path)
+
+
+def _output_mode(path: Path) -> int:
+    """An overwritten file keeps its mode; a new one gets 0o666 minus the umask (mkstemp's is 0o600)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _unshare(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
