@@ -150,7 +150,10 @@ def _check_input(path) -> Path:
 
 
 def read_state_dict(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read tensors and metadata from safetensors, or from a .pt/.pth with weights_only=True.
+    """Read model tensors and metadata from safetensors, or from a .pt/.pth with weights_only=True.
+
+    A training checkpoint's optimizer and RNG state (keys under `train_state/`) is left out, so
+    `msurg grow` and `load` take the recipes' checkpoints as they are.
 
     .pt/.pth files may hold a bare state_dict or one under "state_dict"/"model"; a
     `module.` prefix (DataParallel/DDP) is removed. Files that need code to unpickle are refused.
@@ -163,13 +166,16 @@ def read_state_dict(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return _read_safetensors(path)
 
 
+TRAIN_STATE_PREFIX = "train_state/"  # optimizer and RNG tensors of training checkpoints
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(TRAIN_STATE_PREFIX)}
     except Exception as err:  # SafetensorError and OSError variants
         raise CheckpointError(f"{str(path)!r} is not a readable safetensors file ({str(err).splitlines()[0][:120]}); "
                               "it may be truncated or corrupt. Hint: re-create it, or pass a .pt/.pth file") from None
