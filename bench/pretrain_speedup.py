@@ -1,0 +1,235 @@
+"""Measured pre-train speed-up per training step against the Eq. 3 prediction (issue 7).
+
+For each model, one training step (forward, cross-entropy, backward, SGD step) of the target at
+its target size and of its pre-train network at the plan's default pre-train size are timed,
+interleaved (target, pre-train, pre-train, target, ...) so that drifting machine load hits both
+alike, after warm-up steps. The speed-up is median(target) / median(pre-train); the median of the
+per-pair ratios is stored beside it as a check. The prediction is `cost_table(plan).speedup`,
+the ratio of Eq. 3 multiplications.
+
+Usage:
+    python bench/pretrain_speedup.py                      # all six models, ~10-15 min on 2 cores
+    python bench/pretrain_speedup.py --models resnet18 --repeats 3 --batch 4 --out /tmp/x.json
+
+On a machine with CUDA the GPU path (bf16 autocast, channels_last) is measured as well; on the
+CPU the output and the JSON say that it was not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from modelsurgery.cost import cost_table  # noqa: E402
+from modelsurgery.shrink import shrink  # noqa: E402
+from modelsurgery.zoo import rebuild  # noqa: E402
+
+MODELS = ["resnet18", "resnet34", "resnet50", "efficientnet_b0", "convnext_tiny", "torchvision:vgg16"]
+HEAVY = {"torchvision:vgg16": 5}  # repeats cap: a VGG-16 target step at batch 32 takes ~10 s on 2 cores
+RESULTS = Path(__file__).resolve().parent / "results"
+GOAL_R34 = 4.0  # issue 7: ResNet-34 pre-train step at least 4x faster
+GOAL_FRACTION = 0.85  # issue 7: every ResNet reaches 85 % of its Eq. 3 speed-up
+
+
+def machine_info(threads: int) -> dict:
+    """Platform, CPU, versions and thread count (load averages are added by the caller)."""
+    import timm
+    import torchvision
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, check=False).stdout.strip()
+    except OSError:
+        rev = ""
+    return {"platform": platform.platform(), "processor": cpu, "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "torchvision": torchvision.__version__, "threads": threads, "git_revision": rev,
+            "cuda": torch.cuda.is_available()}
+
+
+class Step:
+    """One SGD training step of `model` on a fixed random batch, timed with a device sync."""
+
+    def __init__(self, model: nn.Module, size: int, batch: int, device: str, num_classes: int,
+                 channels_last: bool = False, bf16: bool = False):
+        self.model = model.to(device).train()
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randn(batch, 3, size, size, generator=gen).to(device).contiguous(memory_format=fmt)
+        self.y = torch.randint(num_classes, (batch,), generator=gen).to(device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+        self.device, self.bf16 = device, bf16
+
+    def __call__(self) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(self.x)
+            loss = F.cross_entropy(out.float(), self.y)
+        loss.backward()
+        self.opt.step()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
+def time_pair(target: Step, pretrain: Step, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Interleaved timings in ABBA order, after `warmup` untimed steps of each."""
+    for _ in range(warmup):
+        target()
+        pretrain()
+    t_times, p_times = [], []
+    for i in range(repeats):
+        if i % 2 == 0:
+            t_times.append(target())
+            p_times.append(pretrain())
+        else:
+            p_times.append(pretrain())
+            t_times.append(target())
+    return t_times, p_times
+
+
+def summarize(t_times: list[float], p_times: list[float]) -> dict:
+    t_med, p_med = statistics.median(t_times), statistics.median(p_times)
+    return {"target_s": t_times, "pretrain_s": p_times, "target_median_s": t_med, "pretrain_median_s": p_med,
+            "speedup": t_med / p_med, "speedup_paired_median": statistics.median(a / b for a, b in zip(t_times, p_times))}
+
+
+def measure_model(name: str, args) -> dict:
+    small, plan = shrink(name, num_classes=args.num_classes)
+    table = cost_table(plan)
+    rec = {"model": name, "target_size": plan.target_size, "pretrain_size": plan.input_size,
+           "batch": args.batch, "predicted_speedup": table.speedup, "eq4_bounds": list(table.bounds),
+           "target_mults": table.total, "pretrain_mults": table.small_total}
+    repeats = min(args.repeats, HEAVY.get(name, args.repeats))
+    rec["repeats"], rec["warmup"] = repeats, args.warmup
+    target = rebuild(plan.source)
+    start = time.perf_counter()
+    t_step = Step(target, plan.target_size, args.batch, "cpu", args.num_classes)
+    p_step = Step(small, plan.input_size, args.batch, "cpu", args.num_classes)
+    rec["cpu"] = summarize(*time_pair(t_step, p_step, repeats, args.warmup))
+    rec["cpu"]["wall_s"] = time.perf_counter() - start
+    rec["measured_speedup"] = rec["cpu"]["speedup"]
+    rec["ratio_to_predicted"] = rec["measured_speedup"] / table.speedup
+    if torch.cuda.is_available():
+        t_step = Step(target, plan.target_size, args.batch, "cuda", args.num_classes, channels_last=True, bf16=True)
+        p_step = Step(small, plan.input_size, args.batch, "cuda", args.num_classes, channels_last=True, bf16=True)
+        rec["gpu"] = summarize(*time_pair(t_step, p_step, max(repeats, 20), max(args.warmup, 5)))
+        rec["gpu"]["ratio_to_predicted"] = rec["gpu"]["speedup"] / table.speedup
+    else:
+        rec["gpu"] = None
+    return rec
+
+
+def goals(records: list[dict]) -> dict:
+    by_name = {r["model"]: r for r in records}
+    out = {}
+    if "resnet34" in by_name:
+        out["resnet34_speedup_at_least_4x"] = {"value": by_name["resnet34"]["measured_speedup"],
+                                               "goal": GOAL_R34, "met": by_name["resnet34"]["measured_speedup"] >= GOAL_R34}
+    resnets = [r for r in records if r["model"].startswith("resnet")]
+    if resnets:
+        out["resnets_at_least_85pct_of_eq3"] = {
+            "values": {r["model"]: r["ratio_to_predicted"] for r in resnets}, "goal": GOAL_FRACTION,
+            "met": all(r["ratio_to_predicted"] >= GOAL_FRACTION for r in resnets)}
+    return out
+
+
+def plot(records: list[dict], path: Path, info: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["model"].replace("torchvision:", "tv:") for r in records]
+    xs = range(len(records))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    w = 0.38
+    meas = [r["measured_speedup"] for r in records]
+    pred = [r["predicted_speedup"] for r in records]
+    ax.bar([x - w / 2 for x in xs], meas, w, label="measured (CPU, train step)", color="#1f77b4")
+    ax.bar([x + w / 2 for x in xs], pred, w, label="predicted (Eq. 3 multiplications)", color="#bbbbbb")
+    for x, m, p in zip(xs, meas, pred):
+        ax.text(x - w / 2, m, f"{m:.2f}x\n{m / p:.0%}", ha="center", va="bottom", fontsize=7)
+        ax.text(x + w / 2, p, f"{p:.2f}x", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(list(xs), names, fontsize=8)
+    ax.set_ylabel("pre-train speed-up per step (x)")
+    ax.set_ylim(0, max(meas + pred) * 1.25)
+    load = info.get("loadavg_start", [None])[0]
+    ax.set_title(f"Pre-train vs target training step, batch {records[0]['batch']}, {info['threads']} threads, "
+                 f"{info['processor'][:28]}, load {load:.1f}" if load is not None else "", fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated model specs")
+    ap.add_argument("--repeats", type=int, default=9, help="timed steps per network (VGG-16 capped at 5)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per network first")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--num-classes", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=RESULTS / "pretrain_speedup.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    info = machine_info(args.threads)
+    info["loadavg_start"] = list(os.getloadavg())
+    if not torch.cuda.is_available():
+        print("GPU path (bf16 autocast, channels_last): not measured, CUDA is not available")
+    start = time.perf_counter()
+    records = []
+    for name in args.models.split(","):
+        rec = measure_model(name.strip(), args)
+        records.append(rec)
+        c = rec["cpu"]
+        print(f"{name:18s} {rec['target_size']}px {c['target_median_s']:7.3f} s  vs  {rec['pretrain_size']}px "
+              f"{c['pretrain_median_s']:7.3f} s   measured {rec['measured_speedup']:.2f}x (paired "
+              f"{c['speedup_paired_median']:.2f}x)   Eq. 3 {rec['predicted_speedup']:.2f}x   "
+              f"ratio {rec['ratio_to_predicted']:.0%}   [{rec['repeats']} repeats, {c['wall_s']:.0f} s]", flush=True)
+        if rec["gpu"] is not None:
+            print(f"{'':18s} GPU bf16 channels_last: {rec['gpu']['speedup']:.2f}x")
+    info["loadavg_end"] = list(os.getloadavg())
+    info["runtime_s"] = time.perf_counter() - start
+    result = {"benchmark": "pretrain_speedup", "machine": info,
+              "settings": {"batch": args.batch, "repeats": args.repeats, "repeats_cap": HEAVY, "warmup": args.warmup,
+                           "num_classes": args.num_classes, "optimizer": "SGD(lr=1e-3, momentum=0.9, wd=1e-4)",
+                           "order": "interleaved ABBA", "speedup": "median(target) / median(pre-train)"},
+              "gpu_path": ("measured" if torch.cuda.is_available()
+                           else "not measured: CUDA is not available on this machine (bf16 autocast, channels_last)"),
+              "models": records, "goals": goals(records)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    plot(records, args.out.with_suffix(".png"), info)
+    for key, goal in result["goals"].items():
+        print(f"goal {key}: {'met' if goal['met'] else 'NOT met'}")
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {info['runtime_s']:.0f} s "
+          f"(load {info['loadavg_start'][0]:.2f} -> {info['loadavg_end'][0]:.2f})")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
