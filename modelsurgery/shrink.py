@@ -178,6 +178,9 @@ def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, inpu
             dilation=_pair(conv.dilation), groups=conv.groups, in_channels=conv.in_channels,
             out_channels=conv.out_channels, padding=_target_padding(conv), small_padding=small_pad,
             in_hw=rec.in_hw, out_hw=rec.out_hw, small_in_hw=(0, 0), small_out_hw=(0, 0), reason=reason))
+    dilated = [site.name for site in sites if site.reason == "dilated"]
+    if dilated:  # kept on purpose (a smaller dilated kernel changes its reach), but never silently
+        warnings.warn(f"not converted (dilated convs keep their kernels): {', '.join(dilated)}", stacklevel=2)
     if input_size is None:
         input_size = pretrain_input_size(target_size, sites)
     fcs = [FCSite(f.name, f.kind, f.channels, f.hw, (0, 0), f.pool, f.owner, _out_features(modules[f.name]))
