@@ -103,7 +103,7 @@ def plan(model, num_classes, in_chans, input_size, target_size, kernel_map, even
 
 @cli.command()
 @click.argument("model")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output .safetensors file.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output .safetensors file.")
 @_model_options
 @click.option("--weights", type=click.Path(), default=None,
               help="Trained target checkpoint (.safetensors/.pt/.pth) to downscale instead of a fresh init.")
@@ -132,7 +132,7 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
 @click.argument("ckpt", type=click.Path())
 @click.option("--to", "to", type=click.IntRange(min=1), default=None,
               help="Target input size; sets the FC interface's HxW [default: the plan's target size].")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", "-o", type=click.Path(), default=None,
               help="Output .safetensors [default: CKPT's name with -target.safetensors].")
 @click.option("--method", type=click.Choice(["bilinear", "pinv", "replicate"]), default=None,
               help="Kernel upscaling [default: the library default, see `modelsurgery.grow`].")
@@ -162,7 +162,7 @@ def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, force):
 
 @cli.command()
 @click.argument("ckpt", type=click.Path())
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output .onnx file.")
 @click.option("--input-size", type=click.IntRange(min=1), default=None,
               help="Export input size [default: the size of the network the checkpoint holds].")
 @click.option("--opset", type=click.IntRange(min=7), default=None, help="ONNX opset [default: the exporter's].")
