@@ -425,7 +425,7 @@ def shrink(model_or_name: nn.Module | str, *, input_size: int | None = None, tar
     else:
         model, source = build(model_or_name, **model_kwargs)
         in_chans = int(model_kwargs.get("in_chans") or 3)
-    target_size = int(target_size or default_input_size(model))
+    target_size = int(target_size or default_input_size(model, source))
     if input_size is not None and not 1 <= int(input_size):
         raise InputSizeError(f"input size must be positive, got {input_size}")
     plan = plan_shrink(model, source, target_size=target_size, input_size=input_size,

@@ -122,10 +122,21 @@ def rebuild(source: ModelSource) -> nn.Module:
     return model
 
 
-def default_input_size(model: nn.Module, fallback: int = 224) -> int:
-    """The model's own input size from timm's pretrained_cfg, else `fallback`."""
+def default_input_size(model: nn.Module, source: ModelSource | None = None, fallback: int = 224) -> int:
+    """The model's own input size: timm's pretrained_cfg, torchvision's weights' crop size, else `fallback`.
+
+    Neither lookup downloads anything: both read metadata shipped with the library.
+    """
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     size = cfg.get("input_size")
     if size and len(size) == 3:
         return int(size[-1])
+    if source is not None and source.kind == "torchvision":
+        import torchvision.models as tvm
+
+        try:
+            crop = tvm.get_model_weights(source.name).DEFAULT.transforms().crop_size
+            return int(crop[0])
+        except (ValueError, AttributeError, KeyError, TypeError):
+            return fallback
     return fallback
