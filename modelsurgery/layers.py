@@ -18,7 +18,10 @@ _PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate
 
 
 def _dynamic_pad_types() -> tuple[type, ...]:
-    """Conv classes that compute TF-style "same" padding at forward time (timm)."""
+    """Conv classes that may compute TF-style "same" padding at forward time (timm).
+
+    `Conv2dSame` always does; the Std/ScaledStd variants only when their `same_pad` is set.
+    """
     from timm.layers import Conv2dSame
     from timm.layers.std_conv import ScaledStdConv2dSame, StdConv2dSame
 

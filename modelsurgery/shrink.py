@@ -95,7 +95,9 @@ def _decide_kernel(conv: nn.Conv2d, kernel_map: Mapping[int, int], keep_dilated:
 
 
 def _target_padding(conv: nn.Conv2d):
-    if isinstance(conv, DYNAMIC_PAD_CONVS):
+    # timm's Conv2dSame always pads at forward time; its Std/ScaledStd "Same" convs only when
+    # `same_pad` is set (otherwise they use static symmetric padding like any Conv2d).
+    if getattr(conv, "same_pad", isinstance(conv, DYNAMIC_PAD_CONVS)):
         return "dynamic"
     if isinstance(conv.padding, str):
         return conv.padding
@@ -374,6 +376,9 @@ def _apply_resamples(model: nn.Module, resamples) -> nn.Module:
         node.args = ((inputs, *node.args[1:]) if is_cat else tuple(inputs))
     gm.graph.lint()
     gm.recompile()
+    # GraphModule keeps only what the graph touches, in graph order; give it the model's own
+    # modules, parameters and buffers back so the state_dict keys and their order are the target's.
+    gm._modules, gm._parameters, gm._buffers = model._modules, model._parameters, model._buffers
     return gm
 
 

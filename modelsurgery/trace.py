@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 
-from .errors import InputSizeError, UnsupportedLayerError
+from .errors import InputSizeError, SurgeryError, UnsupportedLayerError
 from .layers import fit_to
 
 __all__ = ["trace", "ConvRecord", "FCRecord", "Analysis", "analyze", "MERGE_FUNCTIONS"]
@@ -120,8 +120,10 @@ class _Propagator(ShapeProp):
         self.fit_merges = fit_merges
         self.ratio = ratio
         self.resamples: list = []
+        self.node: fx.Node | None = None
 
     def run_node(self, n: fx.Node):
+        self.node = n
         if self.fit_merges and _is_merge(n):
             result = self._run_merge(n)
         else:
@@ -202,14 +204,16 @@ def analyze(model: nn.Module, size: int, in_chans: int, *, gm: fx.GraphModule | 
     handles = _install_hooks(gm, analysis)
     was_training = gm.training
     gm.eval()
+    prop = _Propagator(gm, fit_merges, ratio)
     try:
-        prop = _Propagator(gm, fit_merges, ratio)
         # Meta tensors carry shapes without computing: propagation costs no convolutions.
         device = next(iter(gm.parameters()), torch.empty(0)).device
         with torch.no_grad():
             out = prop.propagate(torch.zeros(1, in_chans, size, size, device=device))
-    except (RuntimeError, ValueError) as err:
-        raise _size_error(err, size, analysis) from None
+    except SurgeryError:
+        raise
+    except Exception as err:  # any op may reject a shape: report where, with the size
+        raise _size_error(err, size, prop.node) from None
     finally:
         for h in handles:
             h.remove()
@@ -222,12 +226,24 @@ def analyze(model: nn.Module, size: int, in_chans: int, *, gm: fx.GraphModule | 
     return analysis, gm
 
 
-def _size_error(err: Exception, size: int, analysis: Analysis) -> Exception:
-    last = next(reversed(analysis.convs), None) if analysis.convs else None
-    where = f" after layer {last!r} (output {analysis.convs[last].out_hw})" if last else ""
-    msg = str(err).strip().splitlines()[0][:200]
-    return InputSizeError(f"input size {size} is too small: a feature map vanishes{where} ({msg}). "
-                          "Hint: pass a larger --input-size")
+_VANISHED = ("can't be greater than actual input size", "Output size is too small", "non-positive",
+             "Given input size")
+
+
+def _size_error(err: Exception, size: int, node: fx.Node | None) -> Exception:
+    """Turn a failure while propagating into one line naming the input size and the node."""
+    msg = (str(err).strip().splitlines() or [type(err).__name__])[0][:200] or type(err).__name__
+    where = f" at {node.target if node.op == 'call_module' else node.name!r}" if node is not None else ""
+    if isinstance(err, AssertionError):
+        return UnsupportedLayerError(
+            f"the network asserts a fixed feature-map size{where}, so it cannot run at {size}px "
+            "(attention with fixed position embeddings?). Hint: pass --input-size equal to the target size "
+            "to shrink kernels only")
+    if any(s in msg for s in _VANISHED):
+        return InputSizeError(f"input size {size} is too small: a feature map vanishes{where} ({msg}). "
+                              "Hint: pass a larger --input-size")
+    return InputSizeError(f"the network fails at input size {size}{where} ({msg}). Hint: pass another "
+                          "--input-size, e.g. a multiple of 32 (window and space-to-depth layers need one)")
 
 
 def _install_hooks(gm: nn.Module, analysis: Analysis) -> list:
