@@ -45,8 +45,18 @@ class CostTable:
 
     @property
     def bounds(self) -> tuple[float, float]:
-        """Eq. 4: M/s⁴ < M(s) ≤ M/s², i.e. a speed-up between s² and s⁴."""
-        return self.s1 ** 2, self.s1 ** 4
+        """Eq. 4 summed over layers: M(l,1)/s⁴ < M(l,s) ≤ M(l,1)/s², as speed-up bounds.
+
+        Each layer uses its own s: k/k' where its kernel shrinks, and the input ratio s1 where it
+        does not (a kept 1x1 conv only sees smaller maps). The bounds are
+        ΣM / Σ(M/s²) ≤ speed-up < ΣM / Σ(M/s⁴).
+        """
+        def s(row: LayerCost) -> float:
+            return row.s if row.s > 1 else self.s1
+
+        low = sum(r.mults / s(r) ** 2 for r in self.rows)
+        high = sum(r.mults / s(r) ** 4 for r in self.rows)
+        return (self.total / low if low else 1.0, self.total / high if high else 1.0)
 
     def to_dict(self) -> dict:
         rows = [{**asdict(r), "s": r.s} for r in self.rows]
@@ -88,8 +98,8 @@ def format_table(plan: Plan, table: CostTable | None = None) -> str:
     lo, hi = table.bounds
     lines += ["-" * len(head),
               f"{'total':<{width}}  {'':>9}  {'':>5}  {'':>10}  {'':>8}  {table.total:>14,}  {table.small_total:>14,}",
-              f"predicted speed-up (Eq. 3): {table.speedup:.2f}x   Eq. 4 bounds for s={table.s1:.3f}: "
-              f"{lo:.2f}x <= speed-up < {hi:.2f}x (layers that keep their kernel scale by s² only)"]
+              f"predicted speed-up (Eq. 3): {table.speedup:.2f}x   Eq. 4 bounds: {lo:.2f}x <= speed-up < {hi:.2f}x "
+              f"(each layer's s = k/k', or the input ratio {table.s1:.3f} where the kernel is kept)"]
     if plan.resamples:
         lines.append(f"{len(plan.resamples)} feature maps are cropped/padded so that merges fit: "
                      + ", ".join(f"{r.node}[{r.arg}] {_hw(r.from_hw)}->{_hw(r.to_hw)}" for r in plan.resamples))

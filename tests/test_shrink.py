@@ -359,3 +359,21 @@ def test_cli_refuses_to_overwrite_without_force(tmp_path):
     assert out.read_bytes() == b"precious" and os.listdir(tmp_path) == ["small.safetensors"]
     result = runner.invoke(cli, ["shrink", "resnet18", "--out", str(out), "--force"])
     assert result.exit_code == 0 and out.read_bytes() != b"precious"
+
+
+def test_eq4_bounds_bracket_the_predicted_speedup():
+    _, plan = shrink("resnet34", num_classes=10)
+    table = cost_table(plan)
+    lo, hi = table.bounds
+    assert 1 < lo <= table.speedup < hi
+    assert table.speedup == pytest.approx(table.total / table.small_total)
+    # Eq. 3 for a valid stride-1 conv, written out as in the paper: C_in (k/s)^2 (h/s - k/s + 1)^2 C_out
+    _, plan = shrink(OverFeatFast(10, width=0.125), target_size=231)
+    site = plan.convs[1]  # 5x5 valid, stride 1, on the 28x28 (pre-train 18x18) map
+    h, k = site.small_in_hw[0], site.small_kernel[0]
+    row = next(r for r in table_rows(plan) if r.name == site.name)
+    assert row.small_mults == site.in_channels * k * k * (h - k + 1) ** 2 * site.out_channels
+
+
+def table_rows(plan):
+    return cost_table(plan).rows
