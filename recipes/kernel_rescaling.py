@@ -27,11 +27,12 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-import modelsurgery
 from modelsurgery.grow import grow, plan_at, recalibrate_bn
+# not `modelsurgery.shrink`: once the submodule is imported, that attribute is the module, not the function
+from modelsurgery.shrink import shrink
 from modelsurgery.train import DEFAULT_ROOT, Hold, MultiStep, Trainer, seed_everything
-from modelsurgery.train.report import (default_out, finish, fit, load_dataset, make_loaders, parse_config,
-                                       prepare_out, summarize)
+from modelsurgery.train.report import (default_out, finish, fit, load_dataset, make_loaders, make_trainer,
+                                       parse_config, prepare_out, summarize, train_baseline)
 from nets import build_model
 
 METHOD = "kernel_rescaling"
@@ -82,28 +83,7 @@ def resolve(cfg: Config) -> Config:
                                out=cfg.out or str(default_out(METHOD + ("-demo" if cfg.demo else ""))))
 
 
-def make_trainer(cfg: Config, model, loaders, schedule, run_dir: Path, **hooks) -> Trainer:
-    train, val = loaders
-    return Trainer(model, train, val, schedule=schedule, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                   seed=cfg.seed, log_path=run_dir / "log.jsonl", checkpoint_path=run_dir / "last.safetensors",
-                   **hooks)
-
-
-def train_baseline(cfg: Config, data, schedule, run_dir: Path) -> dict:
-    """The target network at full size on the same schedule, from the same seed."""
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model, width=cfg.width, in_chans=data.in_chans, num_classes=data.num_classes)
-    loaders = make_loaders(data, batch_size=cfg.batch_size, seed=cfg.seed, max_batches=cfg.max_batches)
-
-    def full_size(t, epoch):
-        if t.size != cfg.size:
-            t.set_input_size(cfg.size)   # inside the epoch's wall time, like every method's resizes
-
-    trainer = make_trainer(cfg, model, loaders, schedule, run_dir, on_epoch_start=[full_size])
-    return summarize(fit(trainer, cfg.epochs, resume=cfg.resume))
-
-
-def grow_target(cfg: Config, trainer: Trainer, plan, data):
+def grow_target(cfg: Config, trainer: Trainer, plan, data, epoch: int):
     """The pre-train network's weights grown into a fresh target, BN statistics measured at full size."""
     state, target_plan = grow(trainer.model.state_dict(), plan, method=cfg.grow_method)
     target = build_model(cfg.model, width=cfg.width, in_chans=data.in_chans, num_classes=data.num_classes)
@@ -112,6 +92,7 @@ def grow_target(cfg: Config, trainer: Trainer, plan, data):
     trainer.set_input_size(cfg.size)
     if cfg.recalibrate:
         batches = -(-cfg.recalibrate // cfg.batch_size)
+        trainer.train_loader.set_epoch(epoch)   # the batches depend on the epoch only, also after a resume
         recalibrate_bn(target, (x.to(trainer.device) for x, _ in itertools.islice(trainer.train_loader, batches)))
     return target, target_plan
 
@@ -119,15 +100,15 @@ def grow_target(cfg: Config, trainer: Trainer, plan, data):
 def train_kernel_rescaling(cfg: Config, data, schedule, run_dir: Path) -> tuple[dict, object]:
     seed_everything(cfg.seed)
     target = build_model(cfg.model, width=cfg.width, in_chans=data.in_chans, num_classes=data.num_classes)
-    small, plan = modelsurgery.shrink(target, target_size=cfg.size, input_size=cfg.pretrain_size,
-                                      kernel_map=cfg.kernel_map)
+    small, plan = shrink(target, target_size=cfg.size, input_size=cfg.pretrain_size,
+                        kernel_map=cfg.kernel_map)
     if cfg.extra_epochs:
         schedule = Hold(schedule, at=cfg.switch, epochs=cfg.extra_epochs)
     loaders = make_loaders(data, batch_size=cfg.batch_size, seed=cfg.seed, max_batches=cfg.max_batches)
 
     def pretrain_then_grow(t, epoch):   # a condition on state, so it also holds after a resume
         if epoch >= cfg.switch and t.form == "pretrain":
-            grown, target_plan = grow_target(cfg, t, plan, data)
+            grown, target_plan = grow_target(cfg, t, plan, data, epoch)
             t.replace_model(grown, form="target", plan=target_plan)
         wanted = plan.input_size if t.form == "pretrain" else cfg.size
         if t.size != wanted:
@@ -152,7 +133,9 @@ def main(cfg: Config) -> dict:
     schedule = MultiStep(cfg.lr, cfg.milestones, warmup=cfg.warmup)
     runs = {}
     if cfg.baseline:
-        runs["baseline"] = train_baseline(cfg, data, schedule, out / "baseline")
+        seed_everything(cfg.seed)
+        model = build_model(cfg.model, width=cfg.width, in_chans=data.in_chans, num_classes=data.num_classes)
+        runs["baseline"] = train_baseline(cfg, model, data, schedule, out / "baseline")
     runs[METHOD], plan = train_kernel_rescaling(cfg, data, schedule, out / METHOD)
     return finish(out, METHOD, cfg, runs, plan=plan, target=cfg.target_acc)
 

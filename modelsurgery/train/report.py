@@ -48,8 +48,8 @@ from .data import DEFAULT_ROOT, DatasetError, TensorLoader, load_fashion_mnist, 
 from .dist import dist_info
 from .state import CheckpointInfo, read_checkpoint_info
 
-__all__ = ["finish", "machine_info", "parse_config", "Dataset", "load_dataset", "make_loaders", "git_revision", "default_out", "prepare_out", "fit", "summarize",
-           "time_to_accuracy", "compare", "format_table", "write_results", "plot_runs", "TOLERANCE"]
+__all__ = ["make_trainer", "train_baseline", "finish", "machine_info", "parse_config", "Dataset", "load_dataset", "make_loaders", "git_revision", "default_out", "prepare_out", "fit", "summarize",
+           "time_to_accuracy", "compare", "format_table", "write_results", "plot_runs", "plot_panels", "TOLERANCE"]
 
 TOLERANCE = 0.003   # 0.3 accuracy points: "reached" means within this of the target
 
@@ -231,6 +231,40 @@ def fit(trainer, epochs: int, *, resume: bool = False,
     return trainer.fit(epochs)
 
 
+def make_trainer(cfg: Any, model, loaders, schedule, run_dir: str | os.PathLike, **hooks):
+    """A `Trainer` with a recipe config's optimiser settings, logging to and checkpointing in `run_dir`.
+
+    `cfg` needs `momentum`, `weight_decay` and `seed`; `hooks` are further Trainer arguments
+    (`on_epoch_start`, `step_context`, `eval_size`, `form`, `plan`).
+    """
+    from .loop import Trainer
+
+    train, val = loaders
+    run_dir = Path(run_dir)
+    return Trainer(model, train, val, schedule=schedule, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                   seed=cfg.seed, log_path=run_dir / "log.jsonl", checkpoint_path=run_dir / "last.safetensors",
+                   **hooks)
+
+
+def train_baseline(cfg: Any, model, data: Dataset, schedule, run_dir: str | os.PathLike,
+                   size: int | None = None) -> dict[str, Any]:
+    """The comparison every recipe offers: `model` trained at full size on `schedule` for `cfg.epochs`.
+
+    `cfg` needs `size` (unless `size` is given), `epochs`, `batch_size`, `seed`, `max_batches`,
+    `momentum`, `weight_decay` and `resume`. The size is set in the first epoch's callback, so
+    the one-off resize counts as training time, as it does for every method.
+    """
+    size = size or cfg.size
+    loaders = make_loaders(data, batch_size=cfg.batch_size, seed=cfg.seed, max_batches=cfg.max_batches)
+
+    def full_size(trainer, epoch):
+        if trainer.size != size:
+            trainer.set_input_size(size)
+
+    trainer = make_trainer(cfg, model, loaders, schedule, run_dir, on_epoch_start=[full_size])
+    return summarize(fit(trainer, cfg.epochs, resume=cfg.resume))
+
+
 # ---- measuring -------------------------------------------------------------------------------
 
 def time_to_accuracy(history: Sequence[Mapping[str, Any]], target: float | None,
@@ -328,9 +362,15 @@ def plot_runs(path: str | os.PathLike, runs: Mapping[str, Mapping[str, Any]], *,
               target: float | None = None) -> Path | None:
     """Accuracy against wall time and against epoch, one line per run (like the papers' Figs 5, 9, 10).
 
-    A dashed line marks the target accuracy and a dot where each run first reached it. Rank 0
-    only; returns the path written (None on other ranks).
+    A dotted line marks the target accuracy (shaded: the 0.3-point tolerance) and a circle where
+    each run first reached it. Rank 0 only; returns the path written (None on other ranks).
     """
+    return plot_panels(path, [(title, runs, target)])
+
+
+def plot_panels(path: str | os.PathLike, panels: Sequence[tuple[str, Mapping[str, Mapping[str, Any]], float | None]]
+                ) -> Path | None:
+    """`plot_runs` for several groups of runs, one row of two plots per (title, runs, target)."""
     if not dist_info().is_main:
         return None
     import matplotlib
@@ -338,36 +378,41 @@ def plot_runs(path: str | os.PathLike, runs: Mapping[str, Mapping[str, Any]], *,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, run in runs.items():
-        hist = [r for r in run["history"] if r.get("val_acc") is not None]
-        walls, epochs, accs = [r["wall"] for r in hist], [r["epoch"] for r in hist], [r["val_acc"] for r in hist]
-        style = dict(ls="--", color="k") if name == "baseline" else {}
-        (line,) = ax_t.plot(walls, accs, marker=".", label=name, **style)
-        ax_e.plot(epochs, accs, marker=".", label=name, color=line.get_color(), ls=line.get_linestyle())
-        hit = next((r for r in hist if r["epoch"] == run.get("epoch_to_target")), None)
-        if hit is not None:
-            ax_t.plot([hit["wall"]], [hit["val_acc"]], "o", color=line.get_color(), ms=8, mfc="none")
-    if target is not None:
-        for ax in (ax_t, ax_e):
-            ax.axhline(target, color="grey", lw=0.8, ls=":")
-            ax.axhspan(target - TOLERANCE, target, color="grey", alpha=0.12, lw=0)
-    lows = [r["val_acc"] for run in runs.values() for r in run["history"][len(run["history"]) // 3:]
-            if r.get("val_acc") is not None]
-    for ax, label in ((ax_t, "wall time, training only (s)"), (ax_e, "epoch")):
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation accuracy")
-        ax.grid(alpha=0.3)
-        if lows:
-            ax.set_ylim(max(0.0, min(lows) - 0.02), min(1.0, max(lows) + 0.01))
-    ax_e.legend(loc="lower right", fontsize=8)
-    if title:
-        fig.suptitle(title)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 4.2 * len(panels)), squeeze=False)
+    for (title, runs, target), (ax_t, ax_e) in zip(panels, axes):
+        _plot_group(ax_t, ax_e, runs, target)
+        ax_t.set_title(f"{title}: accuracy against wall time" if title else "accuracy against wall time", fontsize=10)
+        ax_e.set_title(f"{title}: accuracy against epoch" if title else "accuracy against epoch", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), force=True)
     plt.close(fig)
     return path
+
+
+def _plot_group(ax_t, ax_e, runs: Mapping[str, Mapping[str, Any]], target: float | None) -> None:
+    for name, run in runs.items():
+        hist = [r for r in run["history"] if r.get("val_acc") is not None]
+        walls, epochs, accs = [r["wall"] for r in hist], [r["epoch"] for r in hist], [r["val_acc"] for r in hist]
+        style = dict(ls="--", color="k") if "baseline" in name else {}
+        (line,) = ax_t.plot(walls, accs, marker=".", label=name, **style)
+        ax_e.plot(epochs, accs, marker=".", label=name, color=line.get_color(), ls=line.get_linestyle())
+        hit = next((r for r in hist if r["epoch"] == run.get("epoch_to_target")), None)
+        if hit is not None:
+            ax_t.plot([hit["wall"]], [hit["val_acc"]], "o", color=line.get_color(), ms=9, mfc="none")
+    if target is not None:
+        for ax in (ax_t, ax_e):
+            ax.axhline(target, color="grey", lw=0.8, ls=":")
+            ax.axhspan(target - TOLERANCE, target, color="grey", alpha=0.15, lw=0)
+    late = [r["val_acc"] for run in runs.values() for r in run["history"][len(run["history"]) // 3:]
+            if r.get("val_acc") is not None]
+    for ax, label in ((ax_t, "wall time, training only (s)"), (ax_e, "epoch")):
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+        if late:
+            ax.set_ylim(max(0.0, min(late) - 0.02), min(1.0, max(late) + 0.01))
+    ax_e.legend(loc="lower right", fontsize=8)
 
 
 # ---- the end of a recipe ---------------------------------------------------------------------
