@@ -75,8 +75,8 @@ DEMO = dict(data="fixture", epochs=12, batch_size=64, lr=0.05, baseline=True)
 
 def resolve(cfg: Config) -> Config:
     """Fill in the defaults that depend on other settings (milestones, switch) and the demo's."""
-    if cfg.demo:
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in DEMO.items()})
+    if cfg.demo:   # the demo's settings, except where the caller changed a default
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in DEMO.items() if getattr(cfg, k) == getattr(Config, k)})
     milestones = cfg.milestones if cfg.milestones is not None else (max(1, round(0.75 * cfg.epochs)),)
     switch = cfg.switch if cfg.switch is not None else max(1, milestones[0] - 2) if milestones else cfg.epochs // 2
     return dataclasses.replace(cfg, milestones=tuple(milestones), switch=switch,

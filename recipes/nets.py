@@ -26,17 +26,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.models.resnet import BasicBlock
 
 __all__ = ["FashionResNet", "C2FNet", "build_model", "MODELS"]
-
-# PyTorch warns that "same" padding with an even kernel pads a copy of the input; that is intended.
-warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
-
 
 class FashionResNet(nn.Module):
     """ResNet for small images: 3×3 stride-1 stem, no max-pool, BasicBlock stages, GAP, FC.
@@ -102,7 +97,10 @@ class C2FNet(nn.Module):
         c1, c2, hidden = widths
         self.size, self.widths = size, tuple(widths)
         self.kernel = max(1, round(base_kernel * size / base))
-        self.conv1 = nn.Conv2d(in_chans, c1, self.kernel, padding="same", bias=False)
+        # "same" padding, the extra pixel of an even kernel after (as padding="same" does it)
+        before = (self.kernel - 1) // 2
+        self.pad = (before, self.kernel - 1 - before) * 2
+        self.conv1 = nn.Conv2d(in_chans, c1, self.kernel, bias=False)
         self.bn1 = nn.BatchNorm2d(c1)
         self.conv2 = nn.Conv2d(c1, c2, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c2)
@@ -116,7 +114,7 @@ class C2FNet(nn.Module):
         return (self.widths[1], self.size // 4, self.size // 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.pool(torch.relu(self.bn1(self.conv1(F.pad(x, self.pad)))))
         x = self.pool(torch.relu(self.bn2(self.conv2(x))))
         return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
 
