@@ -12,6 +12,7 @@
 Examples:
     python recipes/kernel_rescaling.py --demo                 # fixture data, vs baseline, < 5 min
     python recipes/kernel_rescaling.py --baseline             # full Fashion-MNIST, with the baseline
+    python recipes/kernel_rescaling.py --low-p 0.5             # stretch: low mode after the grow
     python recipes/kernel_rescaling.py --model resnet18 --size 64 --data my_images/ --epochs 30
     torchrun --nproc_per_node=2 recipes/kernel_rescaling.py --out runs/kr
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelsurgery.grow import grow, plan_at, recalibrate_bn
+from modelsurgery.lowmode import LowModeSchedule, low_mode
 # not `modelsurgery.shrink`: once the submodule is imported, that attribute is the module, not the function
 from modelsurgery.shrink import shrink
 from modelsurgery.train import DEFAULT_ROOT, Hold, MultiStep, Trainer, seed_everything
@@ -55,6 +57,8 @@ class Config:
     extra_epochs: int = 0               # epochs the LR is held after the grow; the run gets this much longer
     grow_method: str = "pinv"           # kernel upscale: pinv, bilinear or replicate
     recalibrate: int = 1024             # images for BatchNorm recalibration after the grow (0: none)
+    low_p: float = 0.0                  # with low mode: p_low of the target's iterations after the grow (0: off)
+    low_full_epochs: int = 4            # with low mode: full-mode-only epochs after each LR change
     batch_size: int = 256               # images per step (per process under torchrun)
     lr: float = 0.1                     # learning rate before the first drop
     warmup: float = 0.0                 # epochs of linear LR warm-up
@@ -119,8 +123,18 @@ def train_kernel_rescaling(cfg: Config, data, schedule, run_dir: Path) -> tuple[
             target = build_model(cfg.model, width=cfg.width, in_chans=data.in_chans, num_classes=data.num_classes)
             t.replace_model(target, form="target", plan=plan_at(plan))
 
+    # Stretch (kernel rescaling + low mode): after the grow, Algorithm 1 on the target. The
+    # pre-train network stays in full mode: its 2x2 kernels and 19 px maps have little left to pool.
+    policy = LowModeSchedule(p_low=cfg.low_p, full_epochs_after_lr_change=cfg.low_full_epochs, seed=cfg.seed,
+                             lr_milestones=schedule.changes)
+
+    def low_after_grow(t, epoch, it):
+        if cfg.low_p and t.form == "target" and policy.is_low(epoch, it):
+            return low_mode(t.model, 2)
+        return None
+
     trainer = make_trainer(cfg, small, loaders, schedule, run_dir, on_epoch_start=[pretrain_then_grow],
-                           form="pretrain", plan=plan)
+                           step_context=low_after_grow, form="pretrain", plan=plan)
     history = fit(trainer, cfg.epochs + cfg.extra_epochs, resume=cfg.resume, restore=restore)
     return summarize(history, plan=plan, switch=cfg.switch), plan
 
@@ -136,8 +150,9 @@ def main(cfg: Config) -> dict:
         seed_everything(cfg.seed)
         model = build_model(cfg.model, width=cfg.width, in_chans=data.in_chans, num_classes=data.num_classes)
         runs["baseline"] = train_baseline(cfg, model, data, schedule, out / "baseline")
-    runs[METHOD], plan = train_kernel_rescaling(cfg, data, schedule, out / METHOD)
-    return finish(out, METHOD, cfg, runs, plan=plan, target=cfg.target_acc)
+    name = METHOD + ("+low_mode" if cfg.low_p else "")
+    runs[name], plan = train_kernel_rescaling(cfg, data, schedule, out / name)
+    return finish(out, name, cfg, runs, plan=plan, target=cfg.target_acc)
 
 
 if __name__ == "__main__":

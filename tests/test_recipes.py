@@ -91,6 +91,16 @@ def test_kernel_rescaling_extra_epochs_hold_the_rate(tmp_path):
     assert [r["form"] for r in log] == ["pretrain", "target", "target", "target"]
 
 
+def test_kernel_rescaling_with_low_mode_after_the_grow(tmp_path):
+    """The stretch: Algorithm 1 on the grown target only; the pre-train epochs stay full."""
+    cfg = kr.Config(**TINY, out=str(tmp_path), epochs=4, milestones=(3,), switch=1, low_p=1.0, low_full_epochs=1)
+    result = kr.main(cfg)
+    log = log_of(tmp_path, "kernel_rescaling+low_mode")
+    assert [(r["form"], r["mode"]) for r in log] == [("pretrain", "full"), ("target", "low"), ("target", "low"),
+                                                     ("target", "full")]
+    assert result["method"] == "kernel_rescaling+low_mode" and 0 <= result["final_acc"] <= 1
+
+
 def test_kernel_rescaling_defaults_grow_two_epochs_before_the_drop():
     cfg = kr.resolve(kr.Config(epochs=12, out="x"))
     assert cfg.milestones == (9,) and cfg.switch == 7
