@@ -134,6 +134,7 @@ def test_target_resnet18(tmp_path):
     assert "resnet18 target at 128px" in line
 
 
+@pytest.mark.slow  # 20-50 s on 2 busy cores; the tiny net below covers the same layers fast
 def test_efficientnet_b0_pretrain(tmp_path):
     ckpt, small, plan = _pretrain_ckpt(tmp_path, "efficientnet_b0", target_size=96)
     assert any(isinstance(m, PaddedConv) and m.groups > 1 for m in small.modules())  # depthwise 3->2
@@ -146,6 +147,7 @@ def test_efficientnet_b0_target(tmp_path):
     _export_and_check(tmp_path, ckpt, plan.target_size)
 
 
+@pytest.mark.slow  # 20-50 s on 2 busy cores; the tiny net below covers the same layers fast
 def test_torchvision_alexnet_target(tmp_path):
     ckpt, _, plan = _target_ckpt(tmp_path, "torchvision:alexnet", target_size=96)
     _export_and_check(tmp_path, ckpt, plan.target_size)
