@@ -269,6 +269,14 @@ def test_corrupt_safetensors(work, cmd):
         _fails(_read(cmd, name), rf"'{name}' is not a readable safetensors file .*truncated or corrupt", work)
 
 
+@pytest.mark.parametrize("cut", [0.5, 0])
+def test_truncated_torch_checkpoint(work, cut):
+    data = (work / "target.pth").read_bytes()
+    (work / "cut.pth").write_bytes(data[: int(len(data) * cut)])
+    _fails(_read("shrink --weights", "cut.pth"),
+           r"'cut\.pth' is not a readable PyTorch checkpoint \(.+\)\. Hint: check that the file is complete", work)
+
+
 @pytest.mark.parametrize("cmd", READERS_OF_PLANS)
 def test_safetensors_without_plan(work, cmd):
     _rewrite("small.safetensors", "bare.safetensors", meta=lambda m: {})
