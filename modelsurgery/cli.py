@@ -134,16 +134,17 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
               help="Target input size; sets the FC interface's HxW [default: the plan's target size].")
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Output .safetensors [default: CKPT's name with -target.safetensors].")
-@click.option("--method", type=click.Choice(["bilinear", "pinv", "replicate"]), default=None,
-              help="Kernel upscaling [default: the library default, see `modelsurgery.grow`].")
+@click.option("--method", type=click.Choice(["bilinear", "pinv", "replicate", "lsq"]), default=None,
+              help="Kernel upscaling; lsq starts from pinv and fits each kernel to its pre-train layer by "
+                   "least squares on the --calibrate images [default: lsq with --calibrate, else pinv].")
 @click.option("--fc", type=click.Choice(["resize", "gaussian"]), default="resize", show_default=True,
               help="FC interface: resize like a kernel, or keep weights on a grid and Gaussian-pad.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --fc gaussian.")
 @click.option("--plan", "plan_file", type=click.Path(), default=None,
               help="Plan for a .pt/.pth CKPT that carries none: a modelsurgery .safetensors or plan .json.")
 @click.option("--calibrate", type=click.Path(), default=None,
-              help="Recalibrate BatchNorm statistics on these images at the target size "
-                   "(a Fashion-MNIST/MNIST IDX folder, an ImageFolder, or 'fixture').")
+              help="Training images for calibration at the target size (a Fashion-MNIST/MNIST IDX folder, "
+                   "an ImageFolder, or 'fixture'): least-squares kernel fit, then BatchNorm recalibration.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, force):
     """Convert a trained pre-train checkpoint CKPT into the full-size target model.
