@@ -57,16 +57,28 @@ def _goal(met: bool) -> str:
 # --- one function per results file ------------------------------------------------------------------
 
 def pretrain_speedup(d: dict) -> list[str]:
-    rows = [[f"`{m['model']}`", f"{m['target_size']} → {m['pretrain_size']}", _x(m["cpu"]["target_median_s"], ".3f"),
-             _x(m["cpu"]["pretrain_median_s"], ".3f"), _x(m["measured_speedup"], ".2f", "×"),
-             _x(m["predicted_speedup"], ".2f", "×"), _pct(m["ratio_to_predicted"])] for m in d["models"]]
+    cl = all("cpu_channels_last" in m for m in d["models"])
+    rows = []
+    for m in d["models"]:
+        row = [f"`{m['model']}`", f"{m['target_size']} → {m['pretrain_size']}", _x(m["predicted_speedup"], ".2f", "×"),
+               _x(m["cpu"]["target_median_s"], ".3f"), _x(m["cpu"]["pretrain_median_s"], ".3f"),
+               _x(m["cpu"]["speedup"], ".2f", "×"), _pct(m["cpu"]["ratio_to_predicted"])]
+        if cl:
+            c = m["cpu_channels_last"]
+            row += [_x(c["target_median_s"], ".3f"), _x(c["pretrain_median_s"], ".3f"), _x(c["speedup"], ".2f", "×"),
+                    _pct(c["ratio_to_predicted"])]
+        rows.append(row)
+    head = ["model", "px", "Eq. 3", "target step (s)", "pre-train step (s)", "measured", "/ Eq. 3"]
+    if cl:
+        head += ["target, CL (s)", "pre-train, CL (s)", "measured, CL", "/ Eq. 3, CL"]
     s = d["settings"]
     capped = [f"{m['model']}: {m['repeats']}" for m in d["models"] if m["repeats"] != s["repeats"]]
     out = ["### Pre-train speed-up per training step", "",
            f"One SGD training step (forward, backward, optimizer) at batch {s['batch']}, target vs its pre-train "
            f"network, CPU, interleaved, median of {s['repeats']}{' (' + ', '.join(capped) + ')' if capped else ''}. "
-           "Eq. 3 is the ratio of conv multiplications that `msurg plan` predicts.", "",
-           *_table(["model", "px", "target step (s)", "pre-train step (s)", "measured", "Eq. 3", "measured / Eq. 3"], rows), ""]
+           "Eq. 3 is the ratio of conv multiplications that `msurg plan` predicts. Both networks in PyTorch's "
+           "default NCHW layout" + (", and both in channels_last (CL)." if cl else "."), "",
+           *_table(head, rows), ""]
     for key, g in d.get("goals", {}).items():
         val = g.get("value")
         shown = _x(val, ".2f", "×") if val is not None else ", ".join(f"{k} {_pct(v)}" for k, v in g["values"].items())
