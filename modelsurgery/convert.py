@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import check_output, read_state_dict, save, verify_state_dict, warn_nonfinite
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import META_PLAN, check_output, read_plan, read_state_dict, save, verify_state_dict, warn_nonfinite
+from .errors import CheckpointError, ConversionError, PlanError, UnknownModelError
 from .plan import Plan
 
-__all__ = ["shrink_to_file"]
+__all__ = ["shrink_to_file", "grow_file"]
 
 
 def shrink_to_file(model: str, out, *, weights=None, method: str = "pinv", force: bool = False,
@@ -38,3 +43,183 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = "pinv", force
         warn_nonfinite(target_state, str(weights))
         small.load_state_dict(downscale_state_dict(target_state, plan, method=method), strict=True)
     return plan, save(out, small, plan, force=force)
+
+
+
+# --- grow ----------------------------------------------------------------------------------------
+
+FIDELITY_IMAGES = 16  # fixture test images in the post-grow check (a fixed batch)
+CALIBRATION_IMAGES = 1000  # BatchNorm recalibration, SPEC §2
+LSQ_IMAGES = 256  # least-squares kernel fit: 256 kept more accuracy than SPEC §2's 32 (bench)
+
+
+def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = None, fc: str = "resize",
+              seed: int = 0, plan_file=None, calibrate=None, force: bool = False) -> str:
+    """`msurg grow`: convert a pre-train checkpoint into the stock target model's and save it.
+
+    Order: check `out`; read the checkpoint and its plan; verify every tensor against the
+    pre-train model the plan describes; grow; load strictly into the rebuilt stock target;
+    optionally calibrate; save atomically (form "target"); then compare the two networks on a
+    fixed batch of fixture images.
+
+    Args:
+        ckpt: a modelsurgery .safetensors, or a .pt/.pth state_dict together with `plan_file`.
+        out: output .safetensors; default `<ckpt stem>-target.safetensors` beside `ckpt`.
+        to: target input size; default the plan's.
+        method: kernel upscaling, see `modelsurgery.grow`; or "lsq", which starts from
+            `grow.DEFAULT_METHOD` and fits every grown kernel to its pre-train layer by least
+            squares on `calibrate` images. Default: "lsq" with `calibrate`, else
+            `grow.DEFAULT_METHOD`.
+        fc: FC interface, "resize" or "gaussian".
+        seed: seed for `fc="gaussian"` and for choosing calibration images.
+        plan_file: the plan for a checkpoint that carries none: a .safetensors or a plan .json.
+        calibrate: calibration images (training images, not test ones): a Fashion-MNIST/MNIST IDX
+            folder, an ImageFolder, or "fixture". Up to 1000 of them recalibrate BatchNorm at the
+            target size (after the least-squares fit of "lsq", which uses the first 256). They are
+            normalised with their own mean and std.
+        force: overwrite `out`.
+
+    Returns:
+        The text for the CLI to print (two lines: what was written, and the fidelity check).
+    """
+    from .grow import DEFAULT_METHOD, grow, grow_size
+    from .zoo import rebuild
+
+    out = Path(out) if out is not None else _default_out(ckpt)
+    check_output(out, force)  # fail before the slow part, and again at the atomic rename
+    method = method or ("lsq" if calibrate is not None else DEFAULT_METHOD)
+    if method == "lsq" and calibrate is None:
+        raise ConversionError("--method lsq fits kernels to calibration images. Hint: add --calibrate DATA "
+                              "(an IDX folder, an ImageFolder, or 'fixture')")
+    state, meta = read_state_dict(ckpt)
+    plan = _grow_plan(ckpt, meta, plan_file)
+    grow_size(plan, to)
+    if plan.source.kind == "custom":
+        raise UnknownModelError(f"the plan's model is a custom module ({plan.source.name}) that msurg cannot "
+                                "rebuild. Hint: call modelsurgery.grow(state_dict, plan, model=MyNet()) in Python")
+    target = rebuild(plan.source)
+    pretrain = _pretrain_net(target, plan, state, ckpt)
+    grown_state, big_plan = grow(state, plan, to=to, method=DEFAULT_METHOD if method == "lsq" else method,
+                                 fc=fc, seed=seed, model=target)
+    verify_state_dict(grown_state, target.state_dict(), f"the grown {plan.source.spec} at {big_plan.target_size}px")
+    target.load_state_dict(grown_state, strict=True)
+    note = ""
+    if calibrate is not None:
+        note = _calibrate(pretrain, target, plan, big_plan, calibrate, lsq=method == "lsq", seed=seed)
+        grown_state = target.state_dict()
+    path = save(out, grown_state, big_plan, force=force)
+    changed = sum(site.changed for site in plan.convs)
+    return (f"wrote {path}: {plan.source.spec} at {big_plan.target_size}px (pre-train {plan.input_size}px), "
+            f"{changed} kernel(s) grown with {method}, {len(plan.fcs)} FC interface(s) ({fc}){note}\n"
+            f"{_fidelity(pretrain, target, plan, big_plan)}")
+
+
+def _default_out(ckpt) -> Path:
+    path = Path(ckpt)
+    return path.with_name(f"{path.stem}-target.safetensors")
+
+
+def _grow_plan(ckpt, meta, plan_file) -> Plan:
+    """The plan from --plan, else from the checkpoint's metadata; it must be a pre-train plan."""
+    if plan_file is not None:
+        plan = _read_plan_file(plan_file)
+    elif META_PLAN in meta:
+        plan = read_plan(meta, ckpt)
+    else:
+        raise PlanError(f"{str(ckpt)!r} carries no modelsurgery plan. Hint: pass --plan FILE (the .safetensors "
+                        "that `msurg shrink` wrote, or a plan .json)")
+    if plan.form != "pretrain":
+        raise PlanError(f"{str(ckpt)!r} is already in {plan.form!r} form. Hint: grow the pre-train checkpoint "
+                        "that `msurg shrink` wrote")
+    return plan
+
+
+def _read_plan_file(path) -> Plan:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--plan {str(path)!r} is not a file. Hint: pass the .safetensors that "
+                              "`msurg shrink` wrote, or a plan .json")
+    if path.suffix == ".json":
+        try:
+            return Plan.from_json(path.read_text())
+        except (OSError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"cannot read --plan {str(path)!r} ({err}). Hint: check the file") from None
+    _, meta = read_state_dict(path)
+    return read_plan(meta, path)
+
+
+def _pretrain_net(target: nn.Module, plan: Plan, state, ckpt) -> nn.Module:
+    """The pre-train network of `plan` holding `state`, verified key by key and shape by shape."""
+    from .shrink import apply_plan
+
+    net = apply_plan(target, plan)
+    verify_state_dict(state, net.state_dict(), f"{str(ckpt)!r}")
+    warn_nonfinite(state, str(ckpt))
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+def _calibrate(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan, data, *, lsq: bool,
+               seed: int) -> str:
+    """Optionally fit kernels by least squares, then recalibrate BatchNorm at the target size."""
+    from .grow import fit_least_squares, recalibrate_bn
+    from .train.data import TensorLoader
+
+    images = _calibration_images(data, big_plan.target_size, plan.in_chans, seed)
+    labels = torch.zeros(len(images), dtype=torch.long)
+    loader = TensorLoader(images, labels, 100, train=False, size=big_plan.target_size, channels=plan.in_chans)
+    note = ""
+    if lsq:
+        few = images[:LSQ_IMAGES]
+        small = _batch(few, plan.input_size, plan.in_chans, loader)
+        big = _batch(few, big_plan.target_size, plan.in_chans, loader)
+        fitted = fit_least_squares(pretrain, grown, plan, small, big, seed=seed)
+        note = f", {len(fitted)} kernel(s) fitted by least squares on {len(few)} images"
+    seen = recalibrate_bn(grown, (x for x, _ in loader))
+    return f"{note}, BatchNorm recalibrated on {seen} images" if seen else note
+
+
+def _calibration_images(data, size: int, in_chans: int, seed: int) -> torch.Tensor:
+    """Up to CALIBRATION_IMAGES uint8 images (N, C, H, W), a seeded random choice."""
+    from .train.data import load_fixture_fashion_mnist, load_idx, load_image_folder
+
+    if str(data) == "fixture":
+        images, _ = load_fixture_fashion_mnist("train")
+    elif Path(data).is_dir() and any(p.name.startswith("train-images") for p in Path(data).iterdir()):
+        images, _ = load_idx(data, "train")
+    else:
+        images, _, _ = load_image_folder(data, size=size, channels=1 if in_chans == 1 else 3)
+    images = images if images.ndim == 4 else images[:, None]
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    return images[order[:CALIBRATION_IMAGES]]
+
+
+def _batch(images: torch.Tensor, size: int, in_chans: int, like=None) -> torch.Tensor:
+    """Normalised float images at `size` with `in_chans` channels (stats from `like`, else their own)."""
+    from .train.data import TensorLoader
+
+    labels = torch.zeros(len(images), dtype=torch.long)
+    stats = {"mean": like.mean, "std": like.std} if like is not None else {}
+    loader = TensorLoader(images, labels, len(images), train=False, size=size, channels=in_chans, **stats)
+    return next(iter(loader))[0]
+
+
+def _fidelity(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan) -> str:
+    """Logit cosine and top-1 agreement: pre-train at its size vs grown at the target size."""
+    from .train.data import load_fixture_fashion_mnist
+
+    images, _ = load_fixture_fashion_mnist("test")
+    images = images[:FIDELITY_IMAGES, None]
+    small = _batch(images, plan.input_size, plan.in_chans)
+    big = _batch(images, big_plan.target_size, plan.in_chans)  # same images, so the same mean/std
+    with torch.no_grad():
+        a, b = _logits(pretrain.eval()(small)), _logits(grown.eval()(big))
+    cos = F.cosine_similarity(a.double(), b.double(), dim=1).mean().item()
+    agree = int((a.argmax(1) == b.argmax(1)).sum())
+    return (f"fidelity on {len(images)} fixture images: logit cosine {cos:.3f}, top-1 agreement "
+            f"{agree}/{len(images)} (pre-train at {plan.input_size}px vs grown at {big_plan.target_size}px)")
+
+
+def _logits(output) -> torch.Tensor:
+    """The logits of a forward's output (the first element of a tuple-like output)."""
+    return output if isinstance(output, torch.Tensor) else output[0]
