@@ -393,7 +393,7 @@ def test_cli_grow_writes_a_target_that_loads_into_the_stock_model(small_ckpt, tm
     assert len(lines) == 2 and lines[0].startswith(f"wrote {out}: resnet18 at 64px (pre-train 46px)")
     assert "grown with pinv" in lines[0]
     cos = float(lines[1].split("logit cosine ")[1].split(",")[0])
-    assert lines[1].startswith("fidelity on 16 fixture images") and -1 <= cos <= 1
+    assert lines[1].startswith("fidelity on 8 fixture images") and -1 <= cos <= 1
     state, meta = read_state_dict(out)
     assert meta[META_FORM] == "target" and Plan.from_json(meta[META_PLAN]).target_size == 64
     timm.create_model("resnet18", pretrained=False, num_classes=10, in_chans=1).load_state_dict(state, strict=True)
