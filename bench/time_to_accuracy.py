@@ -5,10 +5,10 @@ Every method trains the same model on the same schedule from the same seed:
 
 - model: `FashionResNet-18`, width 8 (recipes/nets.py): the ResNet-18 layout (2-2-2-2 basic
   blocks, stage widths 8-16-32-64), 1 channel, 28 px, a 3×3 stride-1 stem and no max-pool, so
-  the stages see 28, 14, 7 and 4 px maps. Why this one: with an ImageNet stem (7×7/2 and a
-  max-pool) 28 px leaves layer4 a 1×1 map and kernel rescaling nothing to shrink after the stem;
-  upsampling the images to 56/64 px instead makes every step ≥ 4× dearer, and five trainings on
-  60,000 images would not fit in 30 minutes on 2 cores. At width 8 one epoch takes well under a
+  the stages see 28, 14, 7 and 4 px maps. Why this one: an ImageNet stem (7×7/2 and a max-pool)
+  leaves 7 px maps after the stem and 1×1 maps in layer4 at 28 px, where 3×3 kernels see mostly
+  padding; upsampling the images to 56/64 px instead makes every step ≥ 4× dearer, and five
+  trainings on 60,000 images would not fit in 30 minutes on 2 cores. At width 8 one epoch takes well under a
   minute, and the per-step speed table below (measured at the start of every run, same
   process) shows what each method can save at most: the pre-train step (2×2 kernels, 19 px)
   and the low-mode step (1×1 kernels, 14 px) cost only a fraction of a full step even at this

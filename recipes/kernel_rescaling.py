@@ -28,7 +28,7 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelsurgery.grow import grow, plan_at, recalibrate_bn
+from modelsurgery.grow import fit_least_squares, grow, plan_at, recalibrate_bn
 from modelsurgery.lowmode import LowModeSchedule, low_mode
 # not `modelsurgery.shrink`: once the submodule is imported, that attribute is the module, not the function
 from modelsurgery.shrink import shrink
@@ -56,6 +56,7 @@ class Config:
     switch: int | None = None           # epoch at which to grow; default two before the first LR drop
     extra_epochs: int = 0               # epochs the LR is held after the grow; the run gets this much longer
     grow_method: str = "pinv"           # kernel upscale: pinv, bilinear or replicate
+    lstsq: int = 0                      # images for the least-squares kernel fit after the grow (0: off)
     recalibrate: int = 1024             # images for BatchNorm recalibration after the grow (0: none)
     low_p: float = 0.0                  # with low mode: p_low of the target's iterations after the grow (0: off)
     low_full_epochs: int = 4            # with low mode: full-mode-only epochs after each LR change
@@ -88,16 +89,28 @@ def resolve(cfg: Config) -> Config:
 
 
 def grow_target(cfg: Config, trainer: Trainer, plan, data, epoch: int):
-    """The pre-train network's weights grown into a fresh target, BN statistics measured at full size."""
-    state, target_plan = grow(trainer.model.state_dict(), plan, method=cfg.grow_method)
+    """The pre-train network's weights grown into a fresh target, refined on training images.
+
+    Optionally (`--lstsq N`) every grown kernel is re-fitted, layer by layer, so that it
+    reproduces its pre-train layer on N images (`grow.fit_least_squares`); then BatchNorm
+    statistics are measured at full size. The batches depend on the epoch only, also after a resume.
+    """
+    small = trainer.model
+    state, target_plan = grow(small.state_dict(), plan, method=cfg.grow_method)
     target = build_model(cfg.model, width=cfg.width, in_chans=data.in_chans, num_classes=data.num_classes)
     target.load_state_dict(state, strict=True)
     target.to(trainer.device)
+    loader = trainer.train_loader
+    loader.set_epoch(epoch)
+    if cfg.lstsq:
+        first = lambda: next(iter(loader))[0][:cfg.lstsq].to(trainer.device)   # the same images at both sizes
+        images_small = first()
+        loader.set_size(cfg.size)
+        fit_least_squares(small, target, plan, images_small, first())
     trainer.set_input_size(cfg.size)
     if cfg.recalibrate:
         batches = -(-cfg.recalibrate // cfg.batch_size)
-        trainer.train_loader.set_epoch(epoch)   # the batches depend on the epoch only, also after a resume
-        recalibrate_bn(target, (x.to(trainer.device) for x, _ in itertools.islice(trainer.train_loader, batches)))
+        recalibrate_bn(target, (x.to(trainer.device) for x, _ in itertools.islice(loader, batches)))
     return target, target_plan
 
 

@@ -48,21 +48,19 @@ class FashionResNet(nn.Module):
 
     def __init__(self, layers=(2, 2, 2, 2), width: int = 8, in_chans: int = 1, num_classes: int = 10):
         super().__init__()
-        widths = [width * m for m in (1, 2, 4, 8)]
         self.conv1 = nn.Conv2d(in_chans, width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.act1 = nn.ReLU(inplace=True)
-        inplanes, stages = width, []
-        for i, (n, planes) in enumerate(zip(layers, widths)):
-            stride, blocks = (1 if i == 0 else 2), []
+        inplanes, self.stages = width, len(layers)
+        for i, n in enumerate(layers):
+            planes, stride, blocks = width * 2 ** i, (1 if i == 0 else 2), []
             for b in range(n):
                 down = None
                 if b == 0 and (stride != 1 or inplanes != planes):
                     down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
                 blocks.append(BasicBlock(inplanes, planes, stride if b == 0 else 1, down))
                 inplanes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(inplanes, num_classes)
         for m in self.modules():
@@ -71,7 +69,8 @@ class FashionResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for i in range(self.stages):
+            x = getattr(self, f"layer{i + 1}")(x)
         return self.fc(torch.flatten(self.global_pool(x), 1))
 
 
@@ -119,7 +118,7 @@ class C2FNet(nn.Module):
         return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
 
 
-MODELS = {"fashion-resnet18": (2, 2, 2, 2), "fashion-resnet10": (1, 1, 1, 1)}
+MODELS = {"fashion-resnet18": (2, 2, 2, 2), "fashion-resnet14": (2, 2, 2), "fashion-resnet10": (1, 1, 1, 1)}
 
 
 def build_model(name: str, *, width: int = 8, in_chans: int = 1, num_classes: int = 10) -> nn.Module:

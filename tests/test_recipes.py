@@ -188,6 +188,19 @@ def test_coarse_to_fine_grows_8_16_32(tmp_path):
     C2FNet(32, (8, 16, 32)).load_state_dict(state, strict=True)
 
 
+@pytest.mark.slow
+def test_coarse_to_fine_resume_across_grows_gives_the_same_weights(tmp_path):
+    settings = dict(data="fixture", batch_size=32, max_batches=2, epochs=4, milestones=(3,), stage_epochs=(0, 1, 2),
+                    widths=(8, 16, 32))
+    c2f.main(c2f.Config(**settings, out=str(tmp_path / "straight")))
+    for epochs in (1, 2, 4):   # stops at the 8 px and the 16 px stage, each resumed across a grow
+        c2f.main(c2f.Config(**{**settings, "epochs": epochs}, out=str(tmp_path / "interrupted"), resume=epochs > 1))
+    a, b = (load_file(tmp_path / run / "coarse_to_fine" / "last.safetensors") for run in ("straight", "interrupted"))
+    keys = [k for k in a if not k.startswith("train_state/")]
+    assert keys and all(torch.equal(a[k], b[k]) for k in keys)
+    assert [r["size"] for r in log_of(tmp_path / "interrupted", "coarse_to_fine")] == [8, 16, 32, 32]
+
+
 def _trained_like(net: C2FNet) -> C2FNet:
     """Non-trivial BN statistics and weights, in float64, eval mode."""
     torch.manual_seed(1)

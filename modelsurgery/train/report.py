@@ -1,16 +1,22 @@
-"""Recipe plumbing: pick the data, run a Trainer with resume, and write what a run measured.
+"""Recipe plumbing: the command line, the data, a Trainer with resume, and what a run measured.
 
 Every recipe in `recipes/` does the same few things around its method; they live here once:
 
+- `parse_config(Config)`: a command line from the recipe's config dataclass; the comment on
+  each field (with its units) is the option's help.
 - `load_dataset(spec)`: "fixture" (the committed subset), a folder of IDX files (Fashion-MNIST,
-  MNIST; the default is Debian's), or an ImageFolder root with `train/` and `val/` (or `test/`).
+  MNIST; the default is Debian's), or an ImageFolder root with `train/` and `val/` (or `test/`);
+  `make_loaders` batches it.
+- `make_trainer`, `train_baseline`: a `Trainer` with the recipe's optimiser settings, logging
+  and checkpointing into the run folder; the same model on the same schedule at full size.
 - `fit(trainer, epochs, resume=..., restore=...)`: train, resuming from the trainer's checkpoint
   when asked (`restore(trainer, info)` first rebuilds the form the checkpoint holds, e.g. the
   grown target), and keep the JSON-lines log consistent with the checkpoint.
-- `summarize` / `compare`: final accuracy, time to a target accuracy, and the saving against a
-  baseline, from the trainer's per-epoch history.
-- `write_results` (JSON: config, plan, git revision, per-epoch logs, comparison) and
-  `plot_runs` (accuracy against wall time and against epoch, method against baseline).
+- `summarize` / `compare` / `format_table`: final accuracy, time to a target accuracy, and the
+  saving against a baseline, from the trainer's per-epoch history.
+- `finish`: `results.json` (config, plan, git revision, machine and load, per-epoch logs,
+  comparison) and `results.png` (accuracy against wall time and against epoch, method against
+  baseline, like the papers' Figs 5, 9 and 10), and the table on stdout.
 
 Time to accuracy: a run reaches a target accuracy at the first epoch whose validation accuracy
 is at least `target - tolerance` (0.3 points by default); its time is the trainer's `wall`
@@ -48,8 +54,9 @@ from .data import DEFAULT_ROOT, DatasetError, TensorLoader, load_fashion_mnist, 
 from .dist import dist_info
 from .state import CheckpointInfo, read_checkpoint_info
 
-__all__ = ["make_trainer", "train_baseline", "finish", "machine_info", "parse_config", "Dataset", "load_dataset", "make_loaders", "git_revision", "default_out", "prepare_out", "fit", "summarize",
-           "time_to_accuracy", "compare", "format_table", "write_results", "plot_runs", "plot_panels", "TOLERANCE"]
+__all__ = ["TOLERANCE", "parse_config", "Dataset", "load_dataset", "make_loaders", "git_revision", "default_out",
+           "prepare_out", "make_trainer", "train_baseline", "fit", "time_to_accuracy", "summarize", "compare",
+           "format_table", "write_results", "plot_runs", "plot_panels", "machine_info", "finish"]
 
 TOLERANCE = 0.003   # 0.3 accuracy points: "reached" means within this of the target
 
