@@ -103,28 +103,21 @@ def _named(key: str, convert):
         raise ConversionError(f"{key}: {err}") from None
 
 
-def _small_shapes(plan: Plan) -> dict[str, tuple[int, ...] | tuple[str, int]]:
-    shapes: dict = {}
-    for site in plan.convs:
-        shapes[f"{site.name}.weight"] = (site.out_channels, site.in_channels // site.groups, *site.small_kernel)
+def _small_shapes(plan: Plan) -> dict[str, tuple[int, ...]]:
+    """Pre-train shape of every weight the plan converts."""
+    shapes = {f"{s.name}.weight": (s.out_channels, s.in_channels // s.groups, *s.small_kernel) for s in plan.convs}
     for fc in plan.fcs:
-        flat = fc.channels * math.prod(fc.small_hw)
-        shapes[f"{fc.name}.weight"] = (fc.out_features, flat) if fc.kind == "linear" else ("conv", flat)
+        flat = (fc.channels * math.prod(fc.small_hw),) if fc.kind == "linear" else (fc.channels, *fc.small_hw)
+        shapes[f"{fc.name}.weight"] = (fc.out_features, *flat)
     return shapes
 
 
 def _check_planned(state: Mapping[str, torch.Tensor], plan: Plan) -> None:
     """Every tensor the plan converts is present at its pre-train shape; all problems in one error."""
-    missing, wrong = [], []
-    for key, shape in _small_shapes(plan).items():
-        if key not in state:
-            missing.append(key)
-            continue
-        got = tuple(state[key].shape)
-        ok = (len(got) == 4 and got[1] * got[2] * got[3] == shape[1]) if shape[0] == "conv" else got == shape
-        if not ok:
-            want = f"(*, {shape[1]})" if shape[0] == "conv" else str(shape)
-            wrong.append(f"{key} {got} != {want}")
+    shapes = _small_shapes(plan)
+    missing = [key for key in shapes if key not in state]
+    wrong = [f"{key} {tuple(state[key].shape)} != {shape}" for key, shape in shapes.items()
+             if key in state and tuple(state[key].shape) != shape]
     problems = ([f"missing {missing}"] if missing else []) + ([f"wrong shapes [{'; '.join(wrong)}]"] if wrong else [])
     if problems:
         raise CheckpointError(f"state_dict does not match its plan: {', '.join(problems)}. "
@@ -363,19 +356,20 @@ def _pretrain_output(reference, pretrain: nn.Module, name: str) -> torch.Tensor 
 
 def _patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
     """(N·L, I·kh·kw) input patches of a zero-padded conv, or None for padding it cannot reproduce."""
-    from .layers import DYNAMIC_PAD_CONVS, PaddedConv
+    from .layers import DYNAMIC_PAD_CONVS
 
     pad = conv.padding
-    if isinstance(conv, PaddedConv):
-        if conv.pad_mode != "constant":
-            return None
-        x, pad = F.pad(x, conv.pad), 0
-    elif isinstance(conv, DYNAMIC_PAD_CONVS):
+    if isinstance(conv, DYNAMIC_PAD_CONVS):
         from timm.layers.padding import pad_same
 
         x, pad = pad_same(x, conv.kernel_size, conv.stride, conv.dilation), 0
-    elif isinstance(pad, str) or conv.padding_mode != "zeros":
+    elif conv.padding_mode != "zeros":
         return None
+    elif pad == "valid":
+        pad = 0
+    elif pad == "same":  # stride 1; PyTorch puts the odd pixel at the bottom/right
+        (th, tw) = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        x, pad = F.pad(x, (tw // 2, tw - tw // 2, th // 2, th - th // 2)), 0
     cols = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=pad, stride=conv.stride)
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 

@@ -270,14 +270,23 @@ def test_recalibrate_bn_is_the_exact_average_of_batch_statistics():
     assert int(net[1].num_batches_tracked) == 2
 
 
-def test_least_squares_recovers_an_exactly_realisable_kernel():
-    """At equal sizes a bottom/right-padded 2x2 conv IS a 3x3 conv with that corner zero: LSQ finds it."""
+def _two_convs(padding: str) -> nn.Module:
+    k, pad = (3, 1) if padding == "int" else (4, "same")
+    return nn.Sequential(nn.Conv2d(2, 6, k, padding=pad), nn.BatchNorm2d(6), nn.ReLU(),
+                         nn.Conv2d(6, 4, k, padding=pad, groups=2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3))
+
+
+@pytest.mark.parametrize("padding", ["int", "same"])
+def test_least_squares_recovers_an_exactly_realisable_kernel(padding):
+    """At equal sizes a bottom/right-padded 2x2 conv IS a bigger conv with zero taps: LSQ finds it.
+
+    3x3 with padding 1 (taps at offsets -1, 0, +1) holds the 2x2 (offsets 0, +1) in its bottom-
+    right corner; 4x4 with padding="same" (offsets -1..+2) holds it in the middle.
+    """
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-                        nn.Conv2d(6, 4, 3, padding=1, groups=2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(4, 3))
-    small, plan = shrink(net, target_size=12, input_size=12, even_padding="bottom-right")
-    assert [s.small_padding for s in plan.convs] == [(0, 1, 0, 1), (0, 1, 0, 1)]
+    net = _two_convs(padding)
+    small, plan = shrink(net, target_size=12, input_size=12, kernel_map="3:2,4:2", even_padding="bottom-right")
     net.double()
     small.double().eval()
     nn.init.uniform_(small[1].running_var, 0.5, 2.0)  # a BatchNorm that is not the identity
@@ -286,11 +295,12 @@ def test_least_squares_recovers_an_exactly_realisable_kernel():
     state, _ = grow(small.state_dict(), plan)
     grown = copy.deepcopy(net)  # shrink leaves the target instance alone
     grown.load_state_dict(state)
-    assert not torch.allclose(grown.eval()(x), small(x))  # bilinear is only an approximation here
+    assert not torch.allclose(grown.eval()(x), small(x))  # pinv is only an approximation here
     fitted = fit_least_squares(small, grown, plan, x, x, ridge=1e-12)
     assert fitted == ["0", "3"]
+    where = (1, 0, 1, 0) if padding == "int" else (1, 1, 1, 1)
     for name in fitted:
-        embedded = F.pad(small.get_submodule(name).weight, (1, 0, 1, 0))  # taps at offsets 0 and +1
+        embedded = F.pad(small.get_submodule(name).weight, where)
         torch.testing.assert_close(grown.get_submodule(name).weight, embedded, rtol=0, atol=1e-8)
     torch.testing.assert_close(grown(x), small(x), rtol=0, atol=1e-10)
 
