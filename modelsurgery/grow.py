@@ -22,10 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CheckpointError, ConversionError, InputSizeError, PlanError
-from .plan import ConvSite, FCSite, Plan
+from .plan import ConvSite, Plan
 from .resize import pad_fc_gaussian, resize_fc, resize_kernel
 
-__all__ = ["METHODS", "DEFAULT_METHOD", "FC_MODES", "grow", "plan_at", "grow_size", "recalibrate_bn", "fit_least_squares"]
+__all__ = ["METHODS", "DEFAULT_METHOD", "FC_MODES", "grow", "plan_at", "grow_size", "recalibrate_bn",
+           "fit_least_squares"]
 
 METHODS = ("bilinear", "pinv", "replicate")
 # pinv and bilinear keep about the same accuracy for 2x2 -> 3x3 kernels (bench/grow_fidelity.py,
@@ -79,20 +80,20 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
                         "Hint: grow the pre-train checkpoint that `msurg shrink` wrote")
     _check_planned(state_dict, plan)
     target = plan_at(plan, to, model)
-    out = {k: v.clone() for k, v in state_dict.items()}
+    grown = {}
     for site in plan.convs:
         if site.changed:
             key = f"{site.name}.weight"
-            out[key] = _named(key, lambda: resize_kernel(state_dict[key], tuple(site.kernel), method))
+            grown[key] = _named(key, lambda: resize_kernel(state_dict[key], tuple(site.kernel), method))
     gen = torch.Generator().manual_seed(seed)
     for small, big in zip(plan.fcs, target.fcs):
         key = f"{small.name}.weight"
         chw = (small.channels, *small.small_hw)
         if fc == "gaussian":
-            out[key] = _named(key, lambda: pad_fc_gaussian(state_dict[key], chw, tuple(big.hw), generator=gen))
+            grown[key] = _named(key, lambda: pad_fc_gaussian(state_dict[key], chw, tuple(big.hw), generator=gen))
         else:
-            out[key] = _named(key, lambda: resize_fc(state_dict[key], chw, tuple(big.hw), method))
-    return out, target
+            grown[key] = _named(key, lambda: resize_fc(state_dict[key], chw, tuple(big.hw), method))
+    return {k: grown[k] if k in grown else v.clone() for k, v in state_dict.items()}, target
 
 
 def _named(key: str, convert):
