@@ -534,9 +534,11 @@ def test_schedule_learns_lr_changes_from_a_torch_scheduler():
     assert restored.lr_changes == (3, 7) and restored.state_dict() == s.state_dict()
 
 
-@pytest.mark.parametrize("kwargs,msg", [(dict(p_low=1.5), r"p_low must be a probability in \[0, 1\], got 1.5"),
-                                        (dict(full_epochs_after_lr_change=-1), "must be an integer ≥ 0"),
-                                        (dict(p_low=None), "give p_low")])
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(p_low=1.5), r"p_low must be a probability in \[0, 1\], got 1.5"),
+    (dict(full_epochs_after_lr_change=-1), "must be an integer ≥ 0"),
+    (dict(p_low=None), "give p_low"),
+])
 def test_schedule_rejects_bad_settings(kwargs, msg):
     with pytest.raises(LowModeError, match=msg):
         LowModeSchedule(**kwargs)
@@ -564,8 +566,11 @@ def _fashion_mnist(split, n):
 
 
 def _train(xtr, ytr, schedule, iters, epoch_len, seed=0):
+    """SGD on a half-width timm ResNet-18 (timm BasicBlocks, so the paper's conv selection)."""
+    from timm.models.resnet import BasicBlock, ResNet
+
     torch.manual_seed(seed)
-    model = timm.create_model("resnet18", pretrained=False, in_chans=1, num_classes=10).train()
+    model = ResNet(BasicBlock, [2, 2, 2, 2], channels=(32, 64, 128, 256), in_chans=1, num_classes=10).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     lr_sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[iters // epoch_len - 1], gamma=0.2)
     g = torch.Generator().manual_seed(seed)
@@ -591,24 +596,34 @@ def _train(xtr, ytr, schedule, iters, epoch_len, seed=0):
 @torch.no_grad()
 def _accuracy(model, x, y):
     model.eval()
-    return sum((model(x[i:i + 500]).argmax(1) == y[i:i + 500]).sum().item() for i in range(0, len(x), 500)) / len(x)
+    hits = sum((model(x[i:i + 500]).argmax(1) == y[i:i + 500]).sum().item() for i in range(0, len(x), 500))
+    return hits / len(x)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST not installed (apt package dataset-fashion-mnist)")
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST missing (apt package dataset-fashion-mnist)")
 def test_low_mode_training_learns_like_full_mode_on_fashion_mnist():
-    """300 iterations of batch 64 in 3 epochs of 100, LR ×0.2 for the last epoch, which the
-    schedule keeps in full mode (full_epochs_after_lr_change=1). Noise: across seeds the
-    full-mode run's accuracy varies by a few points, so low mode must land within 5 points."""
-    torch.set_num_threads(2)
-    xtr, ytr = _fashion_mnist("train", 20000)
-    xte, yte = _fashion_mnist("test", 2000)
-    t0 = time.perf_counter()
-    full, full_losses, _ = _train(xtr, ytr, LowModeSchedule(p_low=0.0), 300, 100)
-    low, low_losses, n_low = _train(xtr, ytr, LowModeSchedule(p_low=0.5, full_epochs_after_lr_change=1), 300, 100)
-    acc_full, acc_low = _accuracy(full, xte, yte), _accuracy(low, xte, yte)
+    """300 steps of batch 64 on 32 px images in 3 "epochs" of 100, LR ×0.2 for the last one,
+    which the schedule keeps in full mode (full_epochs_after_lr_change=1), as Algorithm 1 does
+    after an LR change. Measured over seeds 0-3 (2000 test images): full mode 85.8 / 85.5 /
+    85.8 / 86.2 %, low mode 84.8 / 84.3 / 84.6 / 85.0 %. So the seed-to-seed spread is about
+    0.3 points and low mode, at the same number of steps, costs a steady 1.0-1.3 points; we
+    allow 3 points (2000 test images: binomial std 0.8 points)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-core machine two threads per process thrash
+    try:
+        xtr, ytr = _fashion_mnist("train", 20000)
+        xte, yte = _fashion_mnist("test", 2000)
+        t0 = time.perf_counter()
+        full, full_losses, _ = _train(xtr, ytr, LowModeSchedule(p_low=0.0), 300, 100)
+        schedule = LowModeSchedule(p_low=0.5, full_epochs_after_lr_change=1)
+        low, low_losses, n_low = _train(xtr, ytr, schedule, 300, 100)
+        acc_full, acc_low = _accuracy(full, xte, yte), _accuracy(low, xte, yte)
+    finally:
+        torch.set_num_threads(threads)
+    assert schedule.lr_changes == (2,)
     print(f"full {acc_full:.3f}  low {acc_low:.3f}  low its {n_low}  {time.perf_counter() - t0:.0f}s")
     assert 70 <= n_low <= 130  # about half of the 200 iterations before the LR change
     assert statistics.mean(low_losses[-50:]) < 0.5 * statistics.mean(low_losses[:20])
     assert acc_full > 0.75
-    assert acc_low > acc_full - 0.05
+    assert acc_low > acc_full - 0.03
