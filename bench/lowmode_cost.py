@@ -11,7 +11,11 @@ The paper's setting (the default `low_mode`) is measured for every model. For Re
 measure `skip_stem_pool=False` (keep the stem max-pool in low mode), a non-default variant
 that shows what the conv2-only selection can reach when the body's maps shrink as well.
 
-Run: python bench/lowmode_cost.py [--repeats N] [--threads T] [--out PATH]
+Speed is a ratio taken in one process; on a shared machine other jobs still skew it, so the
+result records the load average and the OpenMP wait policy, and `--threads 2,1` adds a
+single-thread pass, which suffers less when the cores are oversubscribed.
+
+Run: python bench/lowmode_cost.py [--repeats N] [--threads 2[,1]] [--out PATH]
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# OpenMP threads that sleep instead of spinning at barriers: on a shared 2-core machine a
+# spinning thread steals the core its partner needs (a ResNet-18 step took 4-7 s instead of
+# 1.4 s at load 9). Set before torch loads; an explicit setting wins and is recorded.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import timm  # noqa: E402
 import torch  # noqa: E402
@@ -48,7 +56,7 @@ class Config:
     input_size: int = 64  # pixels, square
     batch: int = 64  # images per step
     num_classes: int = 1000
-    threads: int = 2  # torch intra-op threads
+    threads: tuple = (2,)  # torch intra-op thread counts, one pass over `runs` each
     warmup: int = 3  # untimed steps per mode
     repeats: int = 15  # timed steps per mode
     lr: float = 0.01  # SGD, momentum 0.9
@@ -113,10 +121,10 @@ def count_flops(model, x, y, low_kwargs) -> dict:
             "flop_ratio": flops["low"] / flops["full"]}
 
 
-CATEGORIES = [("conv", ("conv",)), ("batch_norm", ("batch_norm",)),
+CATEGORIES = [("optimizer", ("foreach", "sgd")), ("conv", ("conv",)), ("batch_norm", ("batch_norm",)),
+              ("kernel_pool_T", ("aten::sum", "expand", "avg_pool")),
               ("pool_and_resample", ("pool", "upsample", "pad", "interp")),
-              ("elementwise", ("relu", "threshold", "clamp", "add", "mul", "div", "fill", "copy")),
-              ("optimizer", ("foreach", "sgd"))]
+              ("elementwise", ("relu", "threshold", "clamp", "add", "mul", "div", "fill", "copy"))]
 
 
 def profile_breakdown(step) -> dict:
@@ -135,6 +143,21 @@ def profile_breakdown(step) -> dict:
     return out
 
 
+def measure(name: str, low_kwargs: dict, threads: int, cfg: Config) -> dict:
+    model, opt, x, y = setup(name, cfg)
+    step = make_step(model, opt, x, y, low_kwargs)
+    run = {"model": name, "low_mode_kwargs": low_kwargs, "paper_setting": not low_kwargs,
+           "threads": threads, "loadavg_start": os.getloadavg()[0]}
+    run |= time_steps(step, cfg)
+    run |= count_flops(model, x, y, low_kwargs)
+    run["profile_self_ms"] = profile_breakdown(step)
+    run["goal_met"] = run["ratio"] <= cfg.goal
+    print(f"{name:9s} {str(low_kwargs):26s} threads {threads}  full {run['full_ms_median']:8.1f} ms  "
+          f"low {run['low_ms_median']:8.1f} ms  ratio {run['ratio']:.3f}  "
+          f"flop ratio {run['flop_ratio']:.3f}  load {run['loadavg_start']:.1f}", flush=True)
+    return run
+
+
 def git_rev() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -144,29 +167,21 @@ def git_rev() -> str:
 
 
 def main(cfg: Config) -> dict:
-    torch.set_num_threads(cfg.threads)
     results = {
         "config": dataclasses.asdict(cfg),
         "machine": {
             "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "timm": timm.__version__,
-            "threads": torch.get_num_threads(), "loadavg_before": os.getloadavg(),
+            "threads": list(cfg.threads), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "loadavg_before": os.getloadavg(),
         },
         "git_rev": git_rev(),
         "runs": [],
     }
-    for name, low_kwargs in cfg.runs:
-        model, opt, x, y = setup(name, cfg)
-        step = make_step(model, opt, x, y, low_kwargs)
-        run = {"model": name, "low_mode_kwargs": low_kwargs, "paper_setting": not low_kwargs}
-        run |= time_steps(step, cfg)
-        run |= count_flops(model, x, y, low_kwargs)
-        run["profile_self_ms"] = profile_breakdown(step)
-        run["goal_met"] = run["ratio"] <= cfg.goal
-        results["runs"].append(run)
-        print(f"{name:9s} {str(low_kwargs):26s} full {run['full_ms_median']:8.1f} ms  "
-              f"low {run['low_ms_median']:8.1f} ms  ratio {run['ratio']:.3f}  "
-              f"flop ratio {run['flop_ratio']:.3f}", flush=True)
+    for threads in cfg.threads:
+        torch.set_num_threads(threads)
+        for name, low_kwargs in cfg.runs:
+            results["runs"].append(measure(name, low_kwargs, threads, cfg))
     results["machine"]["loadavg_after"] = os.getloadavg()
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +194,8 @@ def main(cfg: Config) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=Config.repeats)
-    parser.add_argument("--threads", type=int, default=Config.threads)
+    parser.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 2,1")
     parser.add_argument("--out", default=Config.out)
     args = parser.parse_args()
-    main(Config(repeats=args.repeats, threads=args.threads, out=args.out))
+    threads = tuple(int(t) for t in args.threads.split(","))
+    main(Config(repeats=args.repeats, threads=threads, out=args.out))

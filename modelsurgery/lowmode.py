@@ -203,6 +203,11 @@ def select_convs(model: nn.Module, convs: str | Sequence[str] | None = None) -> 
             stem = next(iter(all_convs))
             chosen = [n for n, m in all_convs.items()
                       if n != stem and m.stride == (1, 1) and max(m.kernel_size) > 1]
+        if not chosen:
+            raise LowModeError(
+                f"no conv of {type(model).__name__} qualifies for low mode by default (stride 1, "
+                f"kernel > 1×1, not the stem); name them with convs=, e.g. {list(all_convs)[:2]}"
+            )
         return chosen
     patterns = [convs] if isinstance(convs, str) else list(convs)
     for p in patterns:

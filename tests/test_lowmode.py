@@ -215,6 +215,9 @@ def test_patterns_select_by_qualname_and_must_match():
     with pytest.raises(LowModeError, match="matches no nn.Conv2d"):
         with low_mode(model, convs="nope"):
             pass
+    stem_only = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 3, 2, 1))
+    with pytest.raises(LowModeError, match="no conv of Sequential qualifies for low mode by default"):
+        select_convs(stem_only)
 
 
 # ---------------------------------------------------------------------------------------------
