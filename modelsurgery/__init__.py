@@ -18,19 +18,20 @@ from . import resize  # noqa: E402  (pure tensor math: torch only)
 from .errors import SurgeryError  # noqa: E402
 from .plan import Plan  # noqa: E402
 
-# The graph passes pull in timm and torchvision; import them on first use, not with the package.
+# `shrink` and `grow` share their names with their modules: import them now, so that the package
+# attribute is the function even after `import modelsurgery.shrink` (which would rebind it).
+from .checkpoint import load, save  # noqa: E402
+from .grow import grow  # noqa: E402
+from .shrink import apply_plan, shrink  # noqa: E402
+
+# ONNX export and low mode are imported on first use.
 _LAZY = {
-    "shrink": "shrink",
-    "apply_plan": "shrink",
-    "save": "checkpoint",
-    "load": "checkpoint",
-    "grow": "grow",
     "export_onnx": "export",
     "low_mode": "lowmode",
     "LowModeSchedule": "lowmode",
 }
 
-__all__ = ["__version__", "SurgeryError", "Plan", "resize", *_LAZY]
+__all__ = ["__version__", "SurgeryError", "Plan", "resize", "shrink", "apply_plan", "grow", "save", "load", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -377,3 +377,13 @@ def test_eq4_bounds_bracket_the_predicted_speedup():
 
 def table_rows(plan):
     return cost_table(plan).rows
+
+
+def test_package_verbs_stay_functions_after_submodule_imports():
+    import importlib
+
+    importlib.import_module("modelsurgery.shrink")
+    importlib.import_module("modelsurgery.grow")
+    assert callable(modelsurgery.shrink) and modelsurgery.shrink.__name__ == "shrink"
+    assert callable(modelsurgery.grow) and modelsurgery.grow.__name__ == "grow"
+    assert callable(modelsurgery.export_onnx) and callable(modelsurgery.low_mode)
