@@ -21,6 +21,7 @@ Run: python bench/lowmode_cost.py [--repeats N] [--threads 2[,1]] [--out PATH]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -65,17 +66,17 @@ class Config:
 
 
 def make_step(model, opt, x, y, low_kwargs):
-    def step(low: bool) -> float:
+    """A training step that returns its (forward, backward, optimizer) times in seconds."""
+    def step(low: bool) -> tuple[float, float, float]:
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        if low:
-            with low_mode(model, **low_kwargs):
-                loss = F.cross_entropy(model(x), y)
-        else:
+        with low_mode(model, **low_kwargs) if low else contextlib.nullcontext():
             loss = F.cross_entropy(model(x), y)
+        t1 = time.perf_counter()
         loss.backward()
+        t2 = time.perf_counter()
         opt.step()
-        return time.perf_counter() - t0
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
     return step
 
 
@@ -92,11 +93,15 @@ def time_steps(step, cfg: Config) -> dict:
     for _ in range(cfg.warmup):
         step(False)
         step(True)
-    full, low = [], []
+    phases = {False: [], True: []}
     for i in range(cfg.repeats):
         for mode in ((False, True) if i % 2 == 0 else (True, False)):
-            (low if mode else full).append(step(mode))
+            phases[mode].append(step(mode))
+    full, low = ([sum(p) for p in phases[m]] for m in (False, True))
     pair = sorted(lo / fu for lo, fu in zip(low, full))
+    split = {("low" if m else "full"): {name: round(1e3 * statistics.median(p[k] for p in phases[m]), 1)
+                                        for k, name in enumerate(("forward", "backward", "optimizer"))}
+             for m in (False, True)}
     return {
         "full_ms_median": 1e3 * statistics.median(full),
         "low_ms_median": 1e3 * statistics.median(low),
@@ -105,6 +110,7 @@ def time_steps(step, cfg: Config) -> dict:
         "ratio": statistics.median(low) / statistics.median(full),
         "ratio_of_minima": min(low) / min(full),
         "pair_ratio_quartiles": [pair[len(pair) // 4], statistics.median(pair), pair[(3 * len(pair)) // 4]],
+        "phase_ms_median": split,
     }
 
 
@@ -121,10 +127,10 @@ def count_flops(model, x, y, low_kwargs) -> dict:
             "flop_ratio": flops["low"] / flops["full"]}
 
 
-CATEGORIES = [("optimizer", ("foreach", "sgd")), ("conv", ("conv",)), ("batch_norm", ("batch_norm",)),
-              ("kernel_pool_T", ("aten::sum", "expand", "avg_pool")),
+CATEGORIES = [("conv", ("conv",)), ("batch_norm", ("batch_norm",)),
+              ("kernel_pool_T", ("aten::sum", "aten::mm", "expand", "avg_pool")),  # + the fc's mm
               ("pool_and_resample", ("pool", "upsample", "pad", "interp")),
-              ("elementwise", ("relu", "threshold", "clamp", "add", "mul", "div", "fill", "copy"))]
+              ("elementwise_and_sgd", ("relu", "threshold", "clamp", "add", "mul", "div", "fill", "copy"))]
 
 
 def profile_breakdown(step) -> dict:
