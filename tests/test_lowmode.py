@@ -271,6 +271,20 @@ def test_low_mode_handles_reflect_padding_and_timm_conv2d_same():
     assert out.shape == (1, 4, 16, 16)
 
 
+@pytest.mark.parametrize("downsample", ["gaussian", "bilinear", "callable", None])
+def test_the_model_input_is_downsampled_as_asked(downsample):
+    model = build("resnet18").eval()
+    seen = []
+    model.conv1.register_forward_pre_hook(lambda m, i: seen.append(i[0]))
+    x = torch.rand(2, 3, 32, 32)
+    expected = {"gaussian": downsample_input(x, 2), "bilinear": x.reshape(2, 3, 16, 2, 16, 2).mean((3, 5)),
+                "callable": x[:, :, 1::2, 1::2], None: x}[downsample]
+    arg = (lambda t: t[:, :, 1::2, 1::2]) if downsample == "callable" else downsample
+    with torch.no_grad(), low_mode(model, downsample=arg):
+        model(x)
+    torch.testing.assert_close(seen[0], expected, rtol=1e-6, atol=1e-6)
+
+
 def test_unsupported_conv_subclass_is_rejected():
     from timm.layers import StdConv2d
 
