@@ -9,12 +9,13 @@ Three views, each repeated and reported as the median (and min):
   grow      `modelsurgery.grow.grow(state_dict, plan)` alone: the pure dict -> dict conversion.
 
 The checkpoint is `msurg shrink resnet50` (1000 classes, 224 -> 160 px; not timed), written to a
-temporary folder. CPU timings on a shared machine are noisy: the load average before and after
-is stored with the results, and the process view is interleaved with the others.
+temporary folder. CPU timings on a shared machine are noisy: the load average is stored with the
+results, the views are interleaved, and both 1 and 2 torch threads are measured (with another
+process busy on one of the 2 cores, 2 OpenMP threads are slower than 1).
 
 Usage:
-    python bench/grow_speed.py                    # ~1-2 min on 2 idle cores -> bench/results/grow_speed.json
-    python bench/grow_speed.py --threads 1        # on a machine others are loading
+    python bench/grow_speed.py                    # 1 and 2 threads, ~2-4 min -> bench/results/grow_speed.json
+    python bench/grow_speed.py --threads 1        # one thread count only
     python bench/grow_speed.py --model resnet18 --repeats 2 --out /tmp/gs.json
 """
 
@@ -98,41 +99,51 @@ def time_grow(ckpt: Path) -> float:
     return time.perf_counter() - start
 
 
-def main(model: str, repeats: int, out_json: Path) -> dict:
+def measure(ckpt: Path, out: Path, repeats: int) -> dict:
+    """The three views at the current torch thread count, interleaved so drifting load hits all alike."""
+    time_call(ckpt, out)  # warm-up: first-call costs (timm's registry, oneDNN kernels)
+    process, imports, call, fidelity, pure = [], [], [], [], []
+    for _ in range(repeats):
+        process.append(time_process(ckpt, out))
+        imports.append(time_imports())
+        seconds, check, report = time_call(ckpt, out)
+        call.append(seconds)
+        fidelity.append(check)
+        pure.append(time_grow(ckpt))
+    return {"threads": torch.get_num_threads(), "loadavg_before": os.getloadavg(),
+            "process": summary(process), "process_imports_only": summary(imports), "call": summary(call),
+            "call_fidelity_check": summary(fidelity),
+            "call_without_fidelity_check": summary([c - f for c, f in zip(call, fidelity)]),
+            "grow": summary(pure), "report": report,
+            "goal_met": {"process": statistics.median(process) < GOAL_S, "call": statistics.median(call) < GOAL_S,
+                         "grow": statistics.median(pure) < GOAL_S}}
+
+
+def main(model: str, repeats: int, threads: list[int], out_json: Path) -> dict:
     load_start = os.getloadavg()
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         ckpt, out = Path(tmp) / "small.safetensors", Path(tmp) / "big.safetensors"
         subprocess.run([MSURG, "shrink", model, "--out", str(ckpt)], check=True, capture_output=True)
-        time_call(ckpt, out)  # warm-up: first-call costs (timm's registry, oneDNN kernels)
-        process, imports, call, fidelity, pure = [], [], [], [], []
-        for _ in range(repeats):  # interleaved, so drifting load hits every view alike
-            process.append(time_process(ckpt, out))
-            imports.append(time_imports())
-            seconds, check, report = time_call(ckpt, out)
-            call.append(seconds)
-            fidelity.append(check)
-            pure.append(time_grow(ckpt))
         size_mb = ckpt.stat().st_size / 2**20
-    result = {
-        "model": model, "checkpoint_mib": round(size_mb, 1), "repeats": repeats,
-        "process": summary(process), "process_imports_only": summary(imports), "call": summary(call), "call_fidelity_check": summary(fidelity),
-        "call_without_fidelity_check": summary([c - f for c, f in zip(call, fidelity)]),
-        "grow": summary(pure), "report": report,
-        "goal": {"wall_s": GOAL_S, "met_by_process": statistics.median(process) < GOAL_S,
-                 "met_by_call": statistics.median(call) < GOAL_S, "met_by_grow": statistics.median(pure) < GOAL_S},
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-    }
+        for n in threads:
+            torch.set_num_threads(n)
+            runs.append(measure(ckpt, out, repeats))
+            r = runs[-1]
+            print(f"{model}, {n} thread(s): msurg grow process {r['process']['median_s']} s (start-up and imports "
+                  f"{r['process_imports_only']['median_s']} s), grow_file {r['call']['median_s']} s (fidelity check "
+                  f"{r['call_fidelity_check']['median_s']} s), grow() {r['grow']['median_s']} s; goal < {GOAL_S} s",
+                  flush=True)
+    result = {"model": model, "checkpoint_mib": round(size_mb, 1), "repeats": repeats, "goal_s": GOAL_S,
+              "runs": runs,
+              "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                          "loadavg_start": load_start, "loadavg_end": os.getloadavg()}}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     tmp_json = out_json.with_suffix(".tmp")
     tmp_json.write_text(json.dumps(result, indent=1))
     tmp_json.replace(out_json)
-    print(f"{model}: msurg grow process {result['process']['median_s']} s (of which start-up and imports "
-          f"{result['process_imports_only']['median_s']} s), grow_file "
-          f"{result['call']['median_s']} s (fidelity check {result['call_fidelity_check']['median_s']} s), "
-          f"grow() {result['grow']['median_s']} s; goal < {GOAL_S} s; load {load_start[0]:.1f} -> "
-          f"{result['machine']['loadavg_end'][0]:.1f} -> {out_json}")
+    print(f"load {load_start[0]:.1f} -> {result['machine']['loadavg_end'][0]:.1f} -> {out_json}")
     return result
 
 
@@ -140,9 +151,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet50")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
-                   help="torch threads here and OMP_NUM_THREADS for msurg (1 is faster on a loaded machine)")
+    p.add_argument("--threads", default="1,2",
+                   help="torch thread counts to measure (OMP_NUM_THREADS for msurg); 1 wins on a loaded machine")
     p.add_argument("--out", type=Path, default=RESULTS / "grow_speed.json")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    main(args.model, args.repeats, args.out)
+    main(args.model, args.repeats, [int(t) for t in args.threads.split(",")], args.out)
