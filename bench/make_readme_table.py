@@ -58,17 +58,24 @@ def _goal(met: bool) -> str:
 
 def pretrain_speedup(d: dict) -> list[str]:
     cl = all("cpu_channels_last" in m for m in d["models"])
+    prof = any("profile" in m["cpu"] for m in d["models"])
     rows = []
     for m in d["models"]:
         row = [f"`{m['model']}`", f"{m['target_size']} → {m['pretrain_size']}", _x(m["predicted_speedup"], ".2f", "×"),
                _x(m["cpu"]["target_median_s"], ".3f"), _x(m["cpu"]["pretrain_median_s"], ".3f"),
                _x(m["cpu"]["speedup"], ".2f", "×"), _pct(m["cpu"]["ratio_to_predicted"])]
+        if prof:
+            pr = m["cpu"].get("profile", {})
+            row += [_x(pr.get("conv_speedup"), ".2f", "×"), _x(pr.get("other_speedup"), ".2f", "×"),
+                    _pct(pr.get("conv_share_target")), _x(pr.get("ceiling"), ".2f", "×")]
         if cl:
             c = m["cpu_channels_last"]
             row += [_x(c["target_median_s"], ".3f"), _x(c["pretrain_median_s"], ".3f"), _x(c["speedup"], ".2f", "×"),
                     _pct(c["ratio_to_predicted"])]
         rows.append(row)
     head = ["model", "px", "Eq. 3", "target step (s)", "pre-train step (s)", "measured", "/ Eq. 3"]
+    if prof:
+        head += ["convs alone", "the rest", "conv share", "ceiling"]
     if cl:
         head += ["target, CL (s)", "pre-train, CL (s)", "measured, CL", "/ Eq. 3, CL"]
     s = d["settings"]
@@ -77,7 +84,12 @@ def pretrain_speedup(d: dict) -> list[str]:
            f"One SGD training step (forward, backward, optimizer) at batch {s['batch']}, target vs its pre-train "
            f"network, CPU, interleaved, median of {s['repeats']}{' (' + ', '.join(capped) + ')' if capped else ''}. "
            "Eq. 3 is the ratio of conv multiplications that `msurg plan` predicts. Both networks in PyTorch's "
-           "default NCHW layout" + (", and both in channels_last (CL)." if cl else "."), "",
+           "default NCHW layout" + (", and both in channels_last (CL)." if cl else "."),
+           *(["", "One more step of each network ran under torch.profiler (NCHW): \"convs alone\" is the speed-up of "
+              "the convolution kernels' self time, \"the rest\" that of everything else (BatchNorm, activations, "
+              "pooling, pads, the optimizer), which scales with the feature-map area, not with the kernel; "
+              "\"conv share\" is the convs' part of the target step, and \"ceiling\" the step speed-up if the convs "
+              "reached exactly Eq. 3 and the rest took what it measured."] if prof else []), "",
            *_table(head, rows), ""]
     for key, g in d.get("goals", {}).items():
         val = g.get("value")

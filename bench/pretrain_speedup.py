@@ -13,6 +13,10 @@ activations to its blocked layout and back (forward and backward); that memory t
 the feature-map area only, not with the kernel, and weighs most on the small-kernel pre-train
 network. channels_last convs run without those reorders.
 
+After the timed steps one more step of each network runs under torch.profiler, splitting self
+CPU time into convolution kernels and the rest (BatchNorm, ReLU, pooling, pads, the optimizer):
+Eq. 3 counts conv multiplications only, while the rest scales with the feature-map area (s1²).
+
 Usage:
     python bench/pretrain_speedup.py                      # all six models, ~10-15 min on 2 cores
     python bench/pretrain_speedup.py --models resnet18 --repeats 3 --batch 4 --out /tmp/x.json
@@ -115,6 +119,32 @@ def time_pair(target: Step, pretrain: Step, repeats: int, warmup: int) -> tuple[
     return t_times, p_times
 
 
+def conv_breakdown(step: Step) -> dict:
+    """Self CPU time of one profiled step: convolution kernels (forward and backward) vs the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    conv = sum(e.self_cpu_time_total for e in events if e.key.startswith("aten::") and "conv" in e.key) / 1e6
+    return {"total_s": total, "conv_s": conv, "other_s": total - conv}
+
+
+def profile_pair(target: Step, pretrain: Step, predicted: float) -> dict:
+    """Where the speed-up goes: convs alone vs everything else (BN, ReLU, pooling, pads, optimizer).
+
+    `ceiling` is the step speed-up if the pre-train's convs took exactly 1/Eq.3 of the target's
+    conv time and everything else took what it measured.
+    """
+    t, p = conv_breakdown(target), conv_breakdown(pretrain)
+    return {"target": t, "pretrain": p, "conv_speedup": t["conv_s"] / p["conv_s"],
+            "conv_ratio_to_predicted": t["conv_s"] / p["conv_s"] / predicted,
+            "other_speedup": t["other_s"] / p["other_s"], "conv_share_target": t["conv_s"] / t["total_s"],
+            "conv_share_pretrain": p["conv_s"] / p["total_s"],
+            "ceiling": t["total_s"] / (t["conv_s"] / predicted + p["other_s"])}
+
+
 def summarize(t_times: list[float], p_times: list[float]) -> dict:
     t_med, p_med = statistics.median(t_times), statistics.median(p_times)
     return {"target_s": t_times, "pretrain_s": p_times, "target_median_s": t_med, "pretrain_median_s": p_med,
@@ -141,6 +171,8 @@ def measure_model(name: str, args) -> dict:
         rec[key] = summarize(*time_pair(t_step, p_step, repeats, args.warmup))
         rec[key]["wall_s"] = time.perf_counter() - start
         rec[key]["ratio_to_predicted"] = rec[key]["speedup"] / table.speedup
+        if args.profile:
+            rec[key]["profile"] = profile_pair(t_step, p_step, table.speedup)
         del t_step, p_step
     primary = rec.get("cpu") or rec[f"cpu_{args.memory_formats.split(',')[0]}"]
     rec["measured_speedup"] = primary["speedup"]
@@ -222,6 +254,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--num-classes", type=int, default=1000)
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="skip the profiled step per network that splits the time into convs and the rest")
     ap.add_argument("--memory-formats", default="contiguous,channels_last",
                     help="CPU memory formats to measure, each as its own interleaved pair; the first is the headline")
     ap.add_argument("--out", type=Path, default=RESULTS / "pretrain_speedup.json")
@@ -243,6 +277,11 @@ def main(argv=None) -> dict:
                   f"{rec['pretrain_size']}px {c['pretrain_median_s']:7.3f} s   measured {c['speedup']:.2f}x (paired "
                   f"{c['speedup_paired_median']:.2f}x)   Eq. 3 {rec['predicted_speedup']:.2f}x   "
                   f"ratio {c['ratio_to_predicted']:.0%}   [{rec['repeats']} repeats, {c['wall_s']:.0f} s]", flush=True)
+            if "profile" in c:
+                pr = c["profile"]
+                print(f"{'':36s} profiled: convs alone {pr['conv_speedup']:.2f}x ({pr['conv_ratio_to_predicted']:.0%} of "
+                      f"Eq. 3, {pr['conv_share_target']:.0%} of the target step), the rest {pr['other_speedup']:.2f}x; "
+                      f"ceiling with Eq. 3 convs {pr['ceiling']:.2f}x", flush=True)
         if rec["gpu"] is not None:
             print(f"{'':18s} GPU bf16 channels_last: {rec['gpu']['speedup']:.2f}x")
     info["loadavg_end"] = list(os.getloadavg())
