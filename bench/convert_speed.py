@@ -21,6 +21,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -89,8 +90,9 @@ def worker(verb: str, args: list[str]) -> None:
 
     import modelsurgery.convert as convert
     import modelsurgery.export as export
-    import modelsurgery.grow as grow
     import modelsurgery.zoo as zoo
+
+    grow = importlib.import_module("modelsurgery.grow")  # the module: the package attribute `grow` is the function
 
     import_s = time.perf_counter() - start
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -6,7 +6,7 @@ does not know (or that lacks a field) is skipped with a note on stderr, so one c
 format change never breaks the others' tables.
 
 Usage:
-    python bench/make_readme_table.py                 # writes bench/results/performance.md
+    python bench/make_readme_table.py                 # writes bench/results/performance.md and README's section
     python bench/make_readme_table.py --results DIR --out FILE
 """
 
@@ -164,14 +164,15 @@ def convert_speed(d: dict) -> list[str]:
 
 
 def lowmode_cost(d: dict) -> list[str]:
-    rows = [[f"`{r['model']}`", "paper setting" if r.get("paper_setting") else f"`{r['low_mode_kwargs']}`",
+    rows = [[f"`{r['model']}`", str(r.get("threads", "?")),
+             "paper setting" if r.get("paper_setting") else f"`{r['low_mode_kwargs']}`",
              _x(r["full_ms_median"], ".0f"), _x(r["low_ms_median"], ".0f"), _pct(r["ratio"]),
              _pct(r.get("flop_ratio")), _goal(r["goal_met"])] for r in d["runs"]]
     goal = d.get("config", {}).get("goal")
     m = d["machine"]
     return ["### Low-mode step cost", "",
             f"A low-mode training step against a full one, same model and process (goal: ≤ {_pct(goal)} of a full step).", "",
-            *_table(["model", "low mode", "full step (ms)", "low step (ms)", "low / full", "FLOP ratio", "goal"], rows), "",
+            *_table(["model", "threads", "low mode", "full step (ms)", "low step (ms)", "low / full", "FLOP ratio", "goal"], rows), "",
             _source("lowmode_cost.json", "lowmode_cost.py", m, _load(m, "loadavg_before", "loadavg_after"))]
 
 
@@ -188,9 +189,11 @@ def grow_fidelity(d: dict) -> list[str]:
            f"{d['runs'][0]['target_size']} px) and after fine-tuning, against the pre-train's own accuracy.", "",
            *_table(["even padding", "method", "pre-train", "grown", "kept", "fine-tuned"], rows), ""]
     if g:
-        out.append(f"- Goal: keep ≥ {_pct(g['retention'])}: default `{g['default_method']}` {_pct(g['default_retention'], '.1%')} "
-                   f"— {_goal(g['met_by_default'])}; best `{g['best_method']}` {_pct(g['best_retention'], '.1%')} "
-                   f"— {_goal(g['met_by_best'])}")
+        out.append(f"- Goal: keep ≥ {_pct(g['retention'])} right after the grow ({g['padding']} padding). Without "
+                   f"calibration images the default is `{g['default_method']}`: {_pct(g['default_retention'], '.1%')} "
+                   f"— {_goal(g['met_by_default'])}. With `--calibrate DATA` the default is `{g['calibrated_default']}`: "
+                   f"{_pct(g['calibrated_retention'], '.1%')} — {_goal(g['met_with_calibration'])}. Best: "
+                   f"`{g['best_method']}` {_pct(g['best_retention'], '.1%')}.")
     m = d["machine"]
     return [*out, "", _source("grow_fidelity.json", "grow_fidelity.py", m, _load(m))]
 
@@ -198,18 +201,42 @@ def grow_fidelity(d: dict) -> list[str]:
 def time_to_accuracy(d: dict) -> list[str]:
     out = ["### Time to accuracy", ""]
     for title, key in (("FashionResNet-18", "comparison"), ("coarse-to-fine (C2FNet)", "c2f_comparison")):
+        runs = d.get(key) or []
+        base = next((r["wall"] for r in runs if r.get("saved") == 0.0), None)
         rows = [[f"`{r['method']}`", _pct(r["final_acc"], ".2%"), _x(r["wall"], ".0f"),
+                 _pct(None if base is None else 1 - r["wall"] / base, "+.0%"),
                  _x(r["time_to_target"], ".0f") if r.get("time_to_target") is not None else "not reached",
                  "—" if r.get("epoch_to_target") is None else str(r["epoch_to_target"]),
-                 _pct(r.get("saved"), "+.1%")] for r in d.get(key) or []]
+                 _pct(r.get("saved"), "+.1%")] for r in runs]
         if rows:
             target = next((r["target_acc"] for r in d[key] if r.get("target_acc") is not None), None)
             out += [f"{title}, target {_pct(target, '.2%')} (the baseline's final accuracy):", "",
-                    *_table(["method", "final acc", "wall (s)", "time to target (s)", "epoch", "saved"], rows), ""]
+                    *_table(["method", "final acc", "wall (s)", "wall saved", "time to target (s)", "epoch",
+                             "saved to target"], rows), ""]
+    speed = d.get("step_speed") or {}
+    if speed:
+        out += ["Per-step cost against a full step, measured at the start of the same run: "
+                + ", ".join(f"{name} {_x(v['ratio'], '.2f')}" for name, v in speed.items()) + ".", ""]
     for name, g in d.get("goals", {}).items():
-        out.append(f"- Goal: `{name}` saves ≥ {_pct(g['saved_at_least'])}: {_pct(g['saved'], '.1%')} — {_goal(g['met'])}")
+        saved = "target not reached" if g.get("saved") is None else _pct(g["saved"], ".1%")
+        out.append(f"- Goal: `{name}` reaches the target with ≥ {_pct(g['saved_at_least'])} less wall time: {saved} "
+                   f"— {_goal(g['met'])}")
     m = {**d.get("machine", {}), "loadavg_start": d.get("loadavg_start"), "loadavg_end": d.get("loadavg_end")}
     return [*out, "", _source("time_to_accuracy.json", "time_to_accuracy.py", m, _load(m))]
+
+
+def grow_speed(d: dict) -> list[str]:
+    rows = [[str(r["threads"]), _x(r["process"]["median_s"], ".2f"), _x(r["process_imports_only"]["median_s"], ".2f"),
+             _x(r["call"]["median_s"], ".2f"), _x(r["call_fidelity_check"]["median_s"], ".2f"),
+             _x(r["grow"]["median_s"], ".3f"), _goal(r["process"]["median_s"] < d["goal_s"])] for r in d["runs"]]
+    m = d["machine"]
+    return ["### Grow speed", "",
+            f"`msurg grow` of a {d['model']} pre-train checkpoint ({_x(d['checkpoint_mib'], '.0f')} MiB), median of "
+            f"{d['repeats']}: the whole process, a process that only imports the same modules, `grow_file` in a warm "
+            "interpreter and its post-grow fidelity check, and the pure `grow()` conversion.", "",
+            *_table(["threads", "process (s)", "imports only (s)", "grow_file (s)", "fidelity check (s)", "grow() (s)",
+                     f"process < {_x(d['goal_s'], '.0f')} s"], rows), "",
+            _source("grow_speed.json", "grow_speed.py", m, _load(m))]
 
 
 def shrink_speed(d: dict) -> list[str]:
@@ -238,7 +265,7 @@ def generic(name: str, d: dict) -> list[str]:
 SECTIONS: list[tuple[str, Callable[[dict], list[str]]]] = [
     ("pretrain_speedup.json", pretrain_speedup), ("even_kernel_pad.json", even_kernel_pad),
     ("convert_speed.json", convert_speed), ("shrink_speed.json", shrink_speed), ("lowmode_cost.json", lowmode_cost),
-    ("grow_fidelity.json", grow_fidelity), ("grow_speed.json", None), ("time_to_accuracy.json", time_to_accuracy)]
+    ("grow_fidelity.json", grow_fidelity), ("grow_speed.json", grow_speed), ("time_to_accuracy.json", time_to_accuracy)]
 
 
 def build(results: Path) -> tuple[str, list[str]]:
@@ -263,17 +290,37 @@ def build(results: Path) -> tuple[str, list[str]]:
     return "\n".join(parts).rstrip() + "\n", used
 
 
+START, END = "<!-- performance:start -->", "<!-- performance:end -->"
+
+
+def splice(readme: str, text: str) -> str:
+    """`readme` with the text between the START and END markers replaced by `text`."""
+    if readme.count(START) != 1 or readme.count(END) != 1 or readme.index(START) > readme.index(END):
+        raise ValueError(f"the README needs exactly one {START} ... {END} pair")
+    head, rest = readme.split(START)
+    return f"{head}{START}\n{text}{END}{rest.split(END, 1)[1]}"
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=BENCH / "results")
     ap.add_argument("--out", type=Path, default=None, help="default: RESULTS/performance.md")
+    ap.add_argument("--readme", type=Path, default=BENCH.parent / "README.md",
+                    help=f"README whose {START} ... {END} section is replaced (--readme '' to skip)")
     args = ap.parse_args(argv)
     text, used = build(args.results)
     out = args.out or args.results / "performance.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    _write(out, text)
     print(f"wrote {out} from {', '.join(used) or 'no results files'}")
+    if str(args.readme) not in ("", "."):
+        _write(args.readme, splice(args.readme.read_text(), text))
+        print(f"updated the Performance section of {args.readme}")
     return text
 
 

@@ -213,8 +213,8 @@ def read_plan(meta: Mapping[str, str], path="checkpoint") -> Plan:
     """The plan stored in a checkpoint's metadata."""
     text = meta.get(META_PLAN)
     if text is None:
-        raise PlanError(f"{str(path)!r} carries no modelsurgery plan. Hint: create it with `msurg shrink` "
-                        "(or pass `--model NAME` for a plain target checkpoint)")
+        raise PlanError(f"{str(path)!r} carries no modelsurgery plan. Hint: save it with `msurg shrink` or "
+                        "`modelsurgery.save` (`msurg grow` also takes the plan from --plan FILE)")
     plan = Plan.from_json(text)
     form = meta.get(META_FORM, plan.form)
     return plan if form == plan.form else plan.replace(form=form)

@@ -231,7 +231,7 @@ def _fidelity(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan)
     images = images[:FIDELITY_IMAGES, None]
     small = _batch(images, plan.input_size, plan.in_chans)
     big = _batch(images, big_plan.target_size, plan.in_chans)  # same images, so the same mean/std
-    with torch.no_grad():
+    with torch.inference_mode():
         a, b = _logits(pretrain.eval()(small)), _logits(grown.eval()(big))
     cos = F.cosine_similarity(a.double(), b.double(), dim=1).mean().item()
     agree = int((a.argmax(1) == b.argmax(1)).sum())

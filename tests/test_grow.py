@@ -27,27 +27,7 @@ from modelsurgery.shrink import shrink  # noqa: E402
 from modelsurgery.train.data import TensorLoader, load_fixture_fashion_mnist, resize_images  # noqa: E402
 from modelsurgery.zoo import rebuild  # noqa: E402
 
-
-class OverFeatFast(nn.Module):
-    """OverFeat-fast (Sermanet et al. 2013): 5 convs, 3 FCs, 231 px; `width` scales the channels."""
-
-    def __init__(self, num_classes: int = 10, width: float = 1.0) -> None:
-        super().__init__()
-        c = [max(8, int(n * width)) for n in (96, 256, 512, 1024, 1024)]
-        f = [max(16, int(n * width)) for n in (3072, 4096)]
-        self.features = nn.Sequential(
-            nn.Conv2d(3, c[0], 11, stride=4), nn.ReLU(), nn.MaxPool2d(2),       # 231 -> 56 -> 28
-            nn.Conv2d(c[0], c[1], 5), nn.ReLU(), nn.MaxPool2d(2),               # 28 -> 24 -> 12
-            nn.Conv2d(c[1], c[2], 3, padding=1), nn.ReLU(),                      # 12
-            nn.Conv2d(c[2], c[3], 3, padding=1), nn.ReLU(),                      # 12
-            nn.Conv2d(c[3], c[4], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),    # 12 -> 6
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Dropout(0.5), nn.Linear(c[4] * 6 * 6, f[0]), nn.ReLU(),
-            nn.Dropout(0.5), nn.Linear(f[0], f[1]), nn.ReLU(), nn.Linear(f[1], num_classes))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
+from .overfeat import OverFeatFast  # noqa: E402
 
 
 def images(n: int, size: int, chans: int = 1, split: str = "test") -> torch.Tensor:
