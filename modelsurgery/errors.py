@@ -15,6 +15,8 @@ __all__ = [
     "CheckpointError",
     "OutputExistsError",
     "ConversionError",
+    "LowModeError",
+    "ExportError",
 ]
 
 
@@ -52,3 +54,11 @@ class OutputExistsError(SurgeryError, ValueError):
 
 class ConversionError(SurgeryError, ValueError):
     """A converter was called with arguments it cannot honour (e.g. an uneven factor)."""
+
+
+class LowModeError(SurgeryError, ValueError):
+    """Invalid low-mode arguments: a ratio, a conv pattern, a schedule setting."""
+
+
+class ExportError(SurgeryError, RuntimeError):
+    """The model could not be exported to ONNX, or the export does not match PyTorch."""

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import InputSizeError, SurgeryError
+from .errors import ExportError, InputSizeError
 
 __all__ = ["ExportError", "ATOL", "RTOL", "DYNAMO_MIN_OPSET", "export_onnx", "export_file"]
 
@@ -34,10 +34,6 @@ DYNAMO_MIN_OPSET = 18  # the dynamo exporter has no implementations below this
 _EXPORT_BATCH = 2  # example batch for tracing; the batch axis is declared dynamic anyway
 _PARITY_BATCH = 3  # a different batch than the trace's, so the dynamic axis is exercised
 _SEED = 0
-
-
-class ExportError(SurgeryError, RuntimeError):
-    """The model could not be exported to ONNX, or the export does not match PyTorch."""
 
 
 def export_onnx(model: nn.Module, path, *, input_size: int, in_chans: int = 3, opset: int | None = None,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .errors import InputSizeError, SurgeryError, UnsupportedLayerError
+from .errors import InputSizeError, LowModeError, UnsupportedLayerError
 
 __all__ = [
     "LowModeError",
@@ -44,10 +44,6 @@ __all__ = [
     "select_convs",
     "stem_pool",
 ]
-
-
-class LowModeError(SurgeryError, ValueError):
-    """Invalid low-mode arguments: a ratio, a conv pattern, a schedule setting."""
 
 
 # ---------------------------------------------------------------------------------------------
