@@ -56,7 +56,7 @@ from modelsurgery.shrink import shrink  # noqa: E402
 from modelsurgery.train import DEFAULT_ROOT, MultiStep, seed_everything  # noqa: E402
 from modelsurgery.train.report import (compare, format_table, git_revision, load_dataset, machine_info,  # noqa: E402
                                        parse_config, plot_panels, train_baseline, write_results)
-from nets import C2FNet, build_model  # noqa: E402
+from modelsurgery.nets import C2FNet, build_model  # noqa: E402
 
 METHODS = ("kernel_rescaling", "low_mode", "progressive_gradual", "progressive_step", "coarse_to_fine",
            "kernel_rescaling+low_mode")

@@ -39,7 +39,7 @@ from modelsurgery.resize import pad_fc_gaussian, resize_kernel, upscale_replicat
 from modelsurgery.train import DEFAULT_ROOT, MultiStep, seed_everything
 from modelsurgery.train.report import (default_out, finish, fit, load_dataset, make_loaders, make_trainer,
                                        parse_config, prepare_out, summarize, train_baseline)
-from nets import C2FNet
+from modelsurgery.nets import C2FNet
 
 METHOD = "coarse_to_fine"
 

@@ -35,7 +35,7 @@ from modelsurgery.shrink import shrink
 from modelsurgery.train import DEFAULT_ROOT, Hold, MultiStep, Trainer, seed_everything
 from modelsurgery.train.report import (default_out, finish, fit, load_dataset, make_loaders, make_trainer,
                                        parse_config, prepare_out, summarize, train_baseline)
-from nets import build_model
+from modelsurgery.nets import build_model
 
 METHOD = "kernel_rescaling"
 

@@ -27,7 +27,7 @@ from modelsurgery.lowmode import LowModeSchedule, low_mode
 from modelsurgery.train import DEFAULT_ROOT, MultiStep, seed_everything
 from modelsurgery.train.report import (default_out, finish, fit, load_dataset, make_loaders, make_trainer,
                                        parse_config, prepare_out, summarize, train_baseline)
-from nets import build_model
+from modelsurgery.nets import build_model
 
 METHOD = "low_mode"
 

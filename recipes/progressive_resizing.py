@@ -29,7 +29,7 @@ from pathlib import Path
 from modelsurgery.train import DEFAULT_ROOT, MultiStep, ramp_size, seed_everything
 from modelsurgery.train.report import (default_out, finish, fit, load_dataset, make_loaders, make_trainer,
                                        parse_config, prepare_out, summarize, train_baseline)
-from nets import build_model
+from modelsurgery.nets import build_model
 
 METHOD = "progressive_resizing"
 REGIMES = ("fixed", "gradual", "step")

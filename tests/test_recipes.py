@@ -27,7 +27,7 @@ import coarse_to_fine as c2f  # noqa: E402
 import kernel_rescaling as kr  # noqa: E402
 import low_mode as lm  # noqa: E402
 import progressive_resizing as pr  # noqa: E402
-from nets import C2FNet, FashionResNet  # noqa: E402
+from modelsurgery.nets import C2FNet, FashionResNet  # noqa: E402
 
 from modelsurgery.errors import OutputExistsError  # noqa: E402
 from modelsurgery.train import DatasetError, ramp_size  # noqa: E402
