@@ -17,6 +17,9 @@ __all__ = [
     "ConversionError",
     "LowModeError",
     "ExportError",
+    "DatasetError",
+    "ScheduleError",
+    "MethodError",
 ]
 
 
@@ -62,3 +65,16 @@ class LowModeError(SurgeryError, ValueError):
 
 class ExportError(SurgeryError, RuntimeError):
     """The model could not be exported to ONNX, or the export does not match PyTorch."""
+
+
+
+class DatasetError(SurgeryError, ValueError):
+    """A data file or folder that is missing, malformed, or does not fit the request."""
+
+
+class ScheduleError(SurgeryError, ValueError):
+    """Schedule arguments that make no sense (e.g. unsorted milestones)."""
+
+
+class MethodError(SurgeryError, ValueError):
+    """A training method (`modelsurgery.methods`) built with a hyperparameter it cannot use."""

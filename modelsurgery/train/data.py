@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from ..errors import SurgeryError
+from ..errors import DatasetError
 from .dist import mix_seed
 
 __all__ = [
@@ -56,10 +56,6 @@ FASHION_MNIST_CLASSES = (
 # IDX type codes -> big-endian numpy dtypes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _SPLIT_PREFIX = {"train": "train", "test": "t10k"}
-
-
-class DatasetError(SurgeryError, ValueError):
-    """A data file or folder that is missing, malformed, or does not fit the request."""
 
 
 def read_idx(path: str | os.PathLike) -> torch.Tensor:

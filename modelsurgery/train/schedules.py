@@ -19,15 +19,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..errors import SurgeryError
+from ..errors import ScheduleError
 
-__all__ = ["LRSchedule", "MultiStep", "Cosine", "Hold", "ramp_size"]
+__all__ = ["ScheduleError", "LRSchedule", "MultiStep", "Cosine", "Hold", "ramp_size"]
 
 LRSchedule = Callable[[float], float]
-
-
-class ScheduleError(SurgeryError, ValueError):
-    """Schedule arguments that make no sense (e.g. unsorted milestones)."""
 
 
 def _warmup(lr: float, t: float, warmup: float, start_factor: float) -> float:
