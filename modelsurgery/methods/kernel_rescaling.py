@@ -1,0 +1,167 @@
+"""Kernel rescaling (de Gusmão et al. 2016): pre-train a spatially smaller copy, grow it, continue.
+
+1. `shrink` the target: every kernel gets the smaller size of Table 1 (3×3 → 2×2) and the input
+   shrinks by the stem's factor (28 → 19 px), with the same state_dict keys (§3.2).
+2. Train that pre-train network at the small size until the switch epoch; growing before the
+   learning rate drops keeps the target's accuracy (§5.1).
+3. Grow its weights into the target (kernels upscaled with the amplitude rule, the FC interface
+   resized like a kernel, §3.3), optionally re-fit the kernels by least squares on training
+   images, re-measure BatchNorm statistics at the full size, and continue at full size.
+
+`grow_into` is the functional core (a pre-train network in, a grown target out); the class
+`KernelRescaling` decides when, and serves `Trainer` through its hooks or a plain loop through
+`should_grow`, `grow` and `input_size`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from ..errors import MethodError
+from ..grow import METHODS, fit_least_squares, plan_at, recalibrate_bn
+from ..grow import grow as grow_state_dict
+from ..plan import Plan
+from ..shrink import shrink
+from .base import Method, check_choice, check_int
+
+__all__ = ["KernelRescaling", "grow_into"]
+
+
+def grow_into(pretrain: nn.Module, plan: Plan, target: nn.Module, *, method: str = "pinv",
+              calibration: Iterable[torch.Tensor] | None = None,
+              fit_images: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[nn.Module, Plan]:
+    """`pretrain`'s weights grown into a copy of `target`, refined on training images.
+
+    Args:
+        pretrain: the trained pre-train network (not modified).
+        plan: its shrink plan (form "pretrain").
+        target: a network of the target architecture (not modified; a copy gets the weights).
+        method: kernel upscaling: "pinv", "bilinear" or "replicate" (`modelsurgery.grow`).
+        calibration: normalised image batches at the target size; BatchNorm statistics are
+            re-measured on them (`recalibrate_bn`). None keeps the pre-train's statistics.
+        fit_images: (small, big), the same normalised images at the pre-train and the target
+            size; every grown kernel is then re-fitted to reproduce its pre-train layer
+            (`fit_least_squares`) before the recalibration.
+
+    Returns:
+        (the grown network on `pretrain`'s device and in its training mode, the target plan).
+
+    Example:
+        >>> small, plan = modelsurgery.shrink(target, target_size=28)
+        >>> grown, target_plan = grow_into(small, plan, target, calibration=[x for x, _ in batches])
+    """
+    state, target_plan = grow_state_dict(pretrain.state_dict(), plan, method=method)
+    grown = copy.deepcopy(target).train()
+    grown.load_state_dict(state, strict=True)
+    grown.to(next(iter(state.values())).device)
+    if fit_images is not None:
+        fit_least_squares(pretrain, grown, plan, *fit_images)
+    if calibration is not None:
+        recalibrate_bn(grown, calibration)
+    return grown.train(pretrain.training), target_plan
+
+
+class KernelRescaling(Method):
+    """Train a shrunk copy of `target` until `switch_epoch`, then grow it into `target` and go on.
+
+    Args:
+        target: the network to end with (not modified: the grow fills a copy).
+        target_size: px, its input size.
+        switch_epoch: the epoch (0-based) at whose start the network grows.
+        pretrain_size: px, the pre-train input size; default `target_size` / s of the stem.
+        kernel_map: overrides of Table 1 as TARGET:PRETRAIN pairs, e.g. "3:2,5:3".
+        grow_method: kernel upscaling, "pinv", "bilinear" or "replicate".
+        lstsq: images for the least-squares kernel fit after the grow (0: off).
+        recalibrate: images for the BatchNorm recalibration after the grow (0: none).
+
+    Attributes:
+        model: the pre-train network, the one to train first.
+        plan: the shrink plan that relates it to `target`.
+        form: "pretrain" until the grow, then "target".
+        target_plan: the target-form plan, once grown.
+
+    Raises:
+        MethodError: a hyperparameter out of range (the message names it and the fix).
+
+    Example:
+        >>> kr = KernelRescaling(FashionResNet(width=8), target_size=28, switch_epoch=6)
+        >>> model = kr.model                       # 2×2 kernels, 19 px inputs
+        >>> if kr.should_grow(epoch):
+        ...     model = kr.grow(model, calibration=[x for x, _ in batches])   # 3×3, 28 px
+    """
+
+    def __init__(self, target: nn.Module, *, target_size: int, switch_epoch: int, pretrain_size: int | None = None,
+                 kernel_map: str | None = None, grow_method: str = "pinv", lstsq: int = 0, recalibrate: int = 1024):
+        if not isinstance(target, nn.Module):
+            raise MethodError(f"target must be an nn.Module, got {type(target).__name__}. Hint: pass the network "
+                              "to train in the end, e.g. modelsurgery.nets.FashionResNet()")
+        self.target_size = check_int("target_size", target_size, 1, "pass the target's input size in px")
+        self.switch_epoch = check_int("switch_epoch", switch_epoch, 0, "pass the epoch at which to grow, "
+                                      "e.g. two before the first LR drop")
+        if pretrain_size is not None:
+            check_int("pretrain_size", pretrain_size, 1, "pass None for the default, target_size / s")
+        self.grow_method = check_choice("grow_method", grow_method, METHODS)
+        self.lstsq = check_int("lstsq", lstsq, 0, "pass a number of images, or 0 for no least-squares fit")
+        self.recalibrate = check_int("recalibrate", recalibrate, 0, "pass a number of images, or 0 for none")
+        self._target = copy.deepcopy(target)
+        self.model, self.plan = shrink(target, target_size=target_size, input_size=pretrain_size,
+                                       kernel_map=kernel_map)
+        self.form, self.target_plan = "pretrain", None
+
+    @property
+    def input_size(self) -> int:
+        """px: the size the current network trains at, the pre-train size until the grow."""
+        return self.plan.input_size if self.form == "pretrain" else self.target_size
+
+    def should_grow(self, epoch: int) -> bool:
+        """Whether to grow before `epoch`: at or after the switch, while still the pre-train network."""
+        return self.form == "pretrain" and epoch >= self.switch_epoch
+
+    def grow(self, model: nn.Module, calibration: Iterable[torch.Tensor] | None = None, *,
+             fit_images: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
+        """The trained pre-train `model` grown into the target (see `grow_into`); `form` becomes "target".
+
+        `calibration` holds normalised batches at `target_size` for the BatchNorm recalibration
+        (None: none), `fit_images` the (small, big) images of the least-squares fit (None: off).
+        """
+        grown, self.target_plan = grow_into(model, self.plan, self._target, method=self.grow_method,
+                                            calibration=calibration, fit_images=fit_images)
+        self.form = "target"
+        return grown
+
+    # ---- the Trainer's hooks ------------------------------------------------------------------
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        self.form = trainer.form   # the trainer's form is what a resume restores
+        if self.should_grow(epoch):
+            trainer.replace_model(self._grow_trainer_model(trainer, epoch), form="target", plan=self.target_plan)
+        if trainer.size != self.input_size:
+            trainer.set_input_size(self.input_size)
+
+    def restore(self, trainer: Any, info: Any) -> None:
+        """A checkpoint written after the grow: build the target before its weights are loaded."""
+        self.form = info.form
+        if info.form == "target":
+            self.target_plan = plan_at(self.plan)
+            trainer.replace_model(copy.deepcopy(self._target), form="target", plan=self.target_plan)
+
+    def _grow_trainer_model(self, trainer: Any, epoch: int) -> nn.Module:
+        """Grow with images from the trainer's loader; they depend on the epoch only, also after a resume."""
+        loader = trainer.train_loader
+        loader.set_epoch(epoch)
+        fit_images = None
+        if self.lstsq:
+            first = lambda: next(iter(loader))[0][:self.lstsq].to(trainer.device)   # noqa: E731 (same images)
+            small = first()
+            loader.set_size(self.target_size)
+            fit_images = (small, first())
+        trainer.set_input_size(self.target_size)
+        calibration = None
+        if self.recalibrate:
+            batches = -(-self.recalibrate // loader.batch_size)
+            calibration = (x.to(trainer.device) for x, _ in itertools.islice(loader, batches))
+        return self.grow(trainer.model, calibration, fit_images=fit_images)

@@ -1,0 +1,218 @@
+"""The methods as objects (modelsurgery.methods): their validation, their cores, and a plain loop.
+
+The recipes' tests (test_recipes.py) run every method through the Trainer, including resume;
+here each method is built on its own: a bad hyperparameter is refused with a one-line message
+naming it, the coarse-to-fine grow is checked against its exact identities, and the plain-loop
+example of the documentation runs as written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import modelsurgery.methods
+from modelsurgery.errors import LowModeError, MethodError, SurgeryError
+from modelsurgery.methods import (CoarseToFine, Compose, KernelRescaling, LowMode, Method, ProgressiveResizing,
+                                  grow_c2f)
+from modelsurgery.nets import C2FNet, FashionResNet
+
+EXAMPLE_MARKER = "Example: kernel rescaling in a plain PyTorch loop"
+
+
+def example_code(text: str) -> str:
+    """The indented code block after the example's heading line in `text`."""
+    after = text.split(EXAMPLE_MARKER, 1)[1].split("\n", 1)[1]
+    return textwrap.dedent(after)
+
+
+def test_plain_loop_example():
+    """The documented loop runs as written and ends with a trained, grown target."""
+    namespace: dict = {}
+    exec(compile(example_code(modelsurgery.methods.__doc__), "plain-loop example", "exec"), namespace)
+    kr, model = namespace["kr"], namespace["model"]
+    assert kr.form == "target" and kr.input_size == 28 and model is not kr.model
+    assert model.conv1.weight.shape[-2:] == (3, 3) and kr.model.conv1.weight.shape[-2:] == (2, 2)
+    FashionResNet(width=4).load_state_dict(model.state_dict(), strict=True)   # the target's keys and shapes
+    assert namespace["loss"].item() < math.log(10)                            # below chance: it learned
+
+
+# ---- validation: one clear error per bad hyperparameter ------------------------------------------
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(switch_epoch=-1), r"switch_epoch must be an integer ≥ 0, got -1\. Hint"),
+    (dict(switch_epoch=2.5), r"switch_epoch must be an integer ≥ 0, got 2\.5"),
+    (dict(target_size=0), r"target_size must be an integer ≥ 1, got 0"),
+    (dict(grow_method="nearest"), r"grow_method must be one of 'bilinear', 'pinv', 'replicate', got 'nearest'"),
+    (dict(lstsq=-5), r"lstsq must be an integer ≥ 0, got -5\. Hint: pass a number of images"),
+    (dict(recalibrate=True), r"recalibrate must be an integer ≥ 0, got True"),
+    (dict(pretrain_size=0), r"pretrain_size must be an integer ≥ 1, got 0"),
+])
+def test_kernel_rescaling_validates(kwargs, match):
+    with pytest.raises(MethodError, match=match):
+        KernelRescaling(FashionResNet(width=4), **{"target_size": 28, "switch_epoch": 1, **kwargs})
+
+
+def test_kernel_rescaling_needs_a_module():
+    with pytest.raises(MethodError, match=r"target must be an nn.Module, got str\. Hint"):
+        KernelRescaling("resnet18", target_size=28, switch_epoch=1)
+
+
+def test_method_errors_are_value_errors():
+    assert issubclass(MethodError, SurgeryError) and issubclass(MethodError, ValueError)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(ratio=1), MethodError, r"ratio must be an integer ≥ 2, got 1"),
+    (dict(downsample="nearest"), MethodError, r"downsample must be one of 'gaussian', 'bilinear', got 'nearest'"),
+    (dict(bn="keep"), MethodError, r"bn must be one of 'freeze', 'update', got 'keep'"),
+    (dict(form="grown"), MethodError, r"form must be one of 'pretrain', 'target', got 'grown'"),
+    (dict(convs=3), MethodError, r"convs must be an fnmatch pattern \(str\) or None, got 3"),
+    (dict(p_low=1.5), LowModeError, r"p_low must be a probability in \[0, 1\], got 1\.5"),
+    (dict(p_low=None, every=0), LowModeError, r"every must be an integer ≥ 1, got 0"),
+])
+def test_low_mode_validates(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LowMode(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(regime="cosine"), r"regime must be one of 'fixed', 'gradual', 'step', got 'cosine'"),
+    (dict(size=0), r"size must be an integer ≥ 1, got 0"),
+    (dict(start_size=-16), r"start_size must be an integer ≥ 1, got -16"),
+    (dict(ramp_end=None), r"regime 'gradual' needs ramp_end\. Hint"),
+    (dict(regime="step", ramp_end=None), r"regime 'step' needs ramp_end or step_epoch"),
+    (dict(ramp_start=5, ramp_end=3), r"ramp_end 3 is before ramp_start 5"),
+    (dict(multiple=0), r"multiple must be an integer ≥ 1, got 0"),
+])
+def test_progressive_resizing_validates(kwargs, match):
+    with pytest.raises(MethodError, match=match):
+        ProgressiveResizing(**{"size": 28, "start_size": 16, "ramp_end": 6, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sizes=(8, 18, 32)), r"sizes \(8, 18, 32\) must be positive multiples of 4 px"),
+    (dict(sizes=(16, 8, 32)), r"sizes \(16, 8, 32\) must ascend"),
+    (dict(stage_epochs=(0, 2)), r"stage_epochs \(0, 2\) needs one ascending start per size in \(8, 16, 32\), from 0"),
+    (dict(stage_epochs=(1, 2, 3)), r"stage_epochs \(1, 2, 3\) needs one ascending start"),
+    (dict(widths=(16, 32)), r"widths \(16, 32\) must be three channel counts"),
+    (dict(widths=(16, 0, 128)), r"widths must be an integer ≥ 1, got 0"),
+    (dict(widen=0), r"widen must be an integer ≥ 1, got 0"),
+    (dict(init_std=-0.1), r"init_std must be a number ≥ 0, got -0\.1"),
+    (dict(recalibrate=-1), r"recalibrate must be an integer ≥ 0, got -1"),
+])
+def test_coarse_to_fine_validates(kwargs, match):
+    with pytest.raises(MethodError, match=match):
+        CoarseToFine(**kwargs)
+
+
+def test_compose_refuses_what_is_not_a_method():
+    with pytest.raises(MethodError, match=r"is not a method: it needs on_epoch_start, step_context and restore"):
+        Compose(LowMode(0.5), object())
+
+
+# ---- what each method decides ------------------------------------------------------------------
+
+def test_progressive_resizing_sizes():
+    pr = ProgressiveResizing(28, 16, regime="gradual", ramp_start=2, ramp_end=6)
+    assert [pr.size_at(e) for e in range(8)] == [16, 16, 16, 20, 24, 24, 28, 28] and pr.eval_size == 28
+    step = ProgressiveResizing(28, 16, regime="step", ramp_start=2, ramp_end=6)
+    assert step.step_epoch == 4 and [step.size_at(e) for e in (3, 4)] == [16, 28]
+    assert ProgressiveResizing(28, 16, regime="fixed").size_at(9) == 16
+
+
+def test_low_mode_draws_are_a_pure_function_of_seed_epoch_and_iteration():
+    lm = LowMode(0.5, seed=3, full_epochs=1, lr_milestones=(2,))
+    draws = [lm.is_low(e, i) for e in range(3) for i in range(50)]
+    assert draws == [LowMode(0.5, seed=3, full_epochs=1, lr_milestones=(2,)).is_low(e, i)
+                     for e in range(3) for i in range(50)]
+    assert 10 < sum(draws[:50]) < 40 and not any(draws[100:])   # epoch 2 follows an LR change
+    model = FashionResNet(width=4)
+    assert lm.context(model, 2, 0) is None
+    low = next(i for i in range(50) if lm.is_low(0, i))
+    with lm.context(model, 0, low) as pooled:
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10) and "layer1.0.conv1" in pooled
+
+
+def test_compose_nests_step_contexts_and_calls_every_hook():
+    calls = []
+
+    class Recorder(Method):
+        def __init__(self, name):
+            self.name = name
+
+        def on_epoch_start(self, trainer, epoch):
+            calls.append((self.name, epoch))
+
+        def step_context(self, trainer, epoch, it):
+            return contextlib.nullcontext() if it == 1 else None
+
+    both = Compose(Recorder("a"), Recorder("b"))
+    both.on_epoch_start(None, 3)
+    assert calls == [("a", 3), ("b", 3)]
+    assert both.step_context(None, 0, 0) is None
+    with both.step_context(None, 0, 1):
+        pass
+    assert Compose(Recorder("a"), Method()).step_context(None, 0, 1) is not None
+
+
+def test_kernel_rescaling_grows_once_at_the_switch():
+    kr = KernelRescaling(FashionResNet(width=4), target_size=28, switch_epoch=2, recalibrate=0)
+    assert [kr.should_grow(e) for e in range(4)] == [False, False, True, True] and kr.input_size == 19
+    batches = [torch.randn(8, 1, 28, 28) for _ in range(2)]
+    target = kr.grow(kr.model, calibration=batches)
+    assert kr.form == "target" and kr.target_plan.form == "target" and kr.input_size == 28
+    assert not kr.should_grow(3) and target.training
+    # the BatchNorm statistics are the ones of the calibration batches at the full size
+    with torch.no_grad():
+        first = target.bn1.running_mean.clone()
+        torch.testing.assert_close(first, F.conv2d(torch.cat(batches), target.conv1.weight, padding=1)
+                                   .mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+# ---- coarse to fine: the grow's exact identities --------------------------------------------------
+
+def _trained_like(net: C2FNet) -> C2FNet:
+    """Non-trivial BN statistics and weights, in float64, eval mode."""
+    torch.manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.double().eval()
+
+
+def test_c2f_grow_replicates_conv1_exactly_and_keeps_fc1_on_the_grid():
+    small = _trained_like(C2FNet(8, (4, 8, 16)))
+    big = grow_c2f(small, 16, (8, 16, 32), generator=torch.Generator().manual_seed(0)).double().eval()
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    x_up = x.repeat_interleave(2, -1).repeat_interleave(2, -2)          # 2x nearest upsampling
+    same = lambda x, w: F.conv2d(F.pad(x, ((w.shape[-1] - 1) // 2, w.shape[-1] // 2) * 2), w)   # "same", extra after
+    y_small, y_big = same(x, small.conv1.weight), same(x_up, big.conv1.weight)
+    assert big.conv1.weight.shape == (8, 1, 6, 6)
+    torch.testing.assert_close(y_big[:, :4, ::2, ::2], y_small, rtol=0, atol=1e-12)   # old filters: exact
+    # fc1: old weights at the [::2] grid positions of the larger map (for the old channels and units)
+    old = small.fc1.weight.reshape(16, 8, 2, 2)
+    new = big.fc1.weight.reshape(32, 16, 4, 4)
+    assert torch.equal(new[:16, :8, ::2, ::2], old)
+    off_grid = new[:16, :8].clone()
+    off_grid[..., ::2, ::2] = 0
+    assert 0 < off_grid.abs().max() < 0.1                               # N(0, 0.01²) elsewhere
+    assert torch.equal(new[:16, 8:], torch.zeros_like(new[:16, 8:]))     # new conv2 filters: zero consumers
+    assert torch.equal(big.fc2.weight[:, 16:], torch.zeros(10, 16, dtype=torch.float64))
+
+
+def test_c2f_widening_alone_preserves_the_function():
+    """At the same size the grow only adds units; consumers of new units are zero, so logits are unchanged."""
+    small = _trained_like(C2FNet(16, (4, 8, 16)))
+    big = grow_c2f(small, 16, (8, 16, 32), generator=torch.Generator().manual_seed(0)).double().eval()
+    x = torch.randn(5, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x), rtol=1e-12, atol=1e-12)
