@@ -3,6 +3,8 @@
 The test launches this file as its own worker:
     python -m torch.distributed.run --nproc_per_node=2 tests/test_ddp.py --worker OUT_DIR
 Each rank writes its final state_dict, its data shard and its log to OUT_DIR; the test compares.
+The workers import the package like any script does; PYTHONPATH, set in their environment
+only, puts this checkout first so that they test the same code as the test process.
 """
 
 from __future__ import annotations
@@ -101,5 +103,4 @@ def test_two_gloo_ranks_hold_identical_weights(tmp_path):
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    sys.path.insert(0, str(REPO))
     worker(Path(sys.argv[2]))

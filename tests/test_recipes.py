@@ -1,9 +1,9 @@
-"""The recipes (recipes/*.py), their shared plumbing (modelsurgery.train.report) and the benchmark.
+"""The recipes (recipes/*.py), their shared plumbing (modelsurgery.train) and the benchmark.
 
 Every recipe runs for a few iterations on the committed fixture data with tiny networks; the
 tests check what it writes (results JSON, per-epoch logs, plot, checkpoint) and what it did
 (forms, sizes, modes, learning rates), and that a run stopped mid-way and resumed ends with
-the same weights as an uninterrupted one, across a grow.
+the same weights as an uninterrupted one, for each of the four methods (across the grows).
 """
 
 from __future__ import annotations
@@ -19,21 +19,18 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
-
-import coarse_to_fine as c2f  # noqa: E402
-import kernel_rescaling as kr  # noqa: E402
-import low_mode as lm  # noqa: E402
-import progressive_resizing as pr  # noqa: E402
-from modelsurgery.nets import C2FNet, FashionResNet  # noqa: E402
-
-from modelsurgery.errors import OutputExistsError  # noqa: E402
-from modelsurgery.train import DatasetError, ramp_size  # noqa: E402
-from modelsurgery.train.report import (compare, format_table, load_dataset, parse_config, prepare_out,  # noqa: E402
+import recipes.coarse_to_fine as c2f
+import recipes.kernel_rescaling as kr
+import recipes.low_mode as lm
+import recipes.progressive_resizing as pr
+from modelsurgery.errors import OutputExistsError
+from modelsurgery.nets import C2FNet, FashionResNet
+from modelsurgery.train import DatasetError, ramp_size
+from modelsurgery.train.report import (compare, format_table, load_dataset, parse_config, prepare_out,
                                        time_to_accuracy)
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(data="fixture", width=4, batch_size=32, max_batches=2, lr=0.05)
 RESULT_KEYS = {"method", "config", "plan", "git_revision", "machine", "runs", "comparison", "final_acc",
                "time_to_target", "target_acc", "table"}
@@ -109,23 +106,6 @@ def test_kernel_rescaling_defaults_grow_two_epochs_before_the_drop():
     assert demo.data == "fixture" and demo.baseline and demo.epochs == 2   # a changed default wins
 
 
-def test_resume_across_the_grow_gives_the_same_weights(tmp_path):
-    """Stopped before the grow and after it, resumed twice: the weights of one uninterrupted run."""
-    settings = dict(TINY, epochs=4, milestones=(3,), switch=2)
-    kr.main(kr.Config(**settings, out=str(tmp_path / "straight")))
-    interrupted = str(tmp_path / "interrupted")
-    kr.main(kr.Config(**{**settings, "epochs": 2}, out=interrupted))              # pretrain checkpoint
-    kr.main(kr.Config(**{**settings, "epochs": 3}, out=interrupted, resume=True))  # grows, target checkpoint
-    kr.main(kr.Config(**settings, out=interrupted, resume=True))                   # restores the target
-    a = load_file(tmp_path / "straight" / "kernel_rescaling" / "last.safetensors")
-    b = load_file(tmp_path / "interrupted" / "kernel_rescaling" / "last.safetensors")
-    model_keys = [k for k in a if not k.startswith("train_state/")]
-    assert model_keys and all(torch.equal(a[k], b[k]) for k in model_keys)
-    logs = [log_of(tmp_path / run, "kernel_rescaling") for run in ("straight", "interrupted")]
-    assert [r["form"] for r in logs[1]] == ["pretrain", "pretrain", "target", "target"]
-    assert [r["val_acc"] for r in logs[0]] == [r["val_acc"] for r in logs[1]]
-
-
 def test_a_finished_run_folder_is_not_reused_without_resume_or_force(tmp_path):
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(OutputExistsError, match="--resume"):
@@ -188,59 +168,34 @@ def test_coarse_to_fine_grows_8_16_32(tmp_path):
     C2FNet(32, (8, 16, 32)).load_state_dict(state, strict=True)
 
 
-@pytest.mark.slow
-def test_coarse_to_fine_resume_across_grows_gives_the_same_weights(tmp_path):
-    settings = dict(data="fixture", batch_size=32, max_batches=2, epochs=4, milestones=(3,), stage_epochs=(0, 1, 2),
-                    widths=(8, 16, 32))
-    c2f.main(c2f.Config(**settings, out=str(tmp_path / "straight")))
-    for epochs in (1, 2, 4):   # stops at the 8 px and the 16 px stage, each resumed across a grow
-        c2f.main(c2f.Config(**{**settings, "epochs": epochs}, out=str(tmp_path / "interrupted"), resume=epochs > 1))
-    a, b = (load_file(tmp_path / run / "coarse_to_fine" / "last.safetensors") for run in ("straight", "interrupted"))
-    keys = [k for k in a if not k.startswith("train_state/")]
-    assert keys and all(torch.equal(a[k], b[k]) for k in keys)
-    assert [r["size"] for r in log_of(tmp_path / "interrupted", "coarse_to_fine")] == [8, 16, 32, 32]
+# ---- resume, for each method -------------------------------------------------------------------
+
+C2F_TINY = dict(data="fixture", batch_size=32, max_batches=2, widths=(8, 16, 32))
+RESUME = {   # recipe, settings, epochs of each interrupted part, run name, what its log shows
+    "kernel_rescaling": (kr, dict(TINY, epochs=4, milestones=(3,), switch=2), (2, 3), "kernel_rescaling",
+                         ("form", ["pretrain", "pretrain", "target", "target"])),
+    "low_mode": (lm, dict(TINY, epochs=3, milestones=(2,), p_low=0.5, full_epochs=1), (1,), "low_mode",
+                 ("mode", ["mixed", "low", "full"])),
+    "progressive_resizing": (pr, dict(TINY, epochs=4, milestones=(3,), start_size=8, ramp_start=0, ramp_end=3),
+                             (2,), "progressive_resizing_gradual", ("size", [8, 16, 20, 28])),
+    "coarse_to_fine": (c2f, dict(C2F_TINY, epochs=4, milestones=(3,), stage_epochs=(0, 1, 2)), (1, 2),
+                       "coarse_to_fine", ("size", [8, 16, 32, 32])),
+}
 
 
-def _trained_like(net: C2FNet) -> C2FNet:
-    """Non-trivial BN statistics and weights, in float64, eval mode."""
-    torch.manual_seed(1)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return net.double().eval()
-
-
-def test_c2f_grow_replicates_conv1_exactly_and_keeps_fc1_on_the_grid():
-    small = _trained_like(C2FNet(8, (4, 8, 16)))
-    cfg = c2f.Config(widen=2)
-    big = c2f.grow_net(small, 16, (8, 16, 32), cfg, torch.Generator().manual_seed(0)).double().eval()
-    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
-    x_up = x.repeat_interleave(2, -1).repeat_interleave(2, -2)          # 2x nearest upsampling
-    same = lambda x, w: F.conv2d(F.pad(x, ((w.shape[-1] - 1) // 2, w.shape[-1] // 2) * 2), w)   # "same", extra after
-    y_small, y_big = same(x, small.conv1.weight), same(x_up, big.conv1.weight)
-    assert big.conv1.weight.shape == (8, 1, 6, 6)
-    torch.testing.assert_close(y_big[:, :4, ::2, ::2], y_small, rtol=0, atol=1e-12)   # old filters: exact
-    # fc1: old weights at the [::2] grid positions of the larger map (for the old channels and units)
-    old = small.fc1.weight.reshape(16, 8, 2, 2)
-    new = big.fc1.weight.reshape(32, 16, 4, 4)
-    assert torch.equal(new[:16, :8, ::2, ::2], old)
-    off_grid = new[:16, :8].clone()
-    off_grid[..., ::2, ::2] = 0
-    assert 0 < off_grid.abs().max() < 0.1                               # N(0, 0.01²) elsewhere
-    assert torch.equal(new[:16, 8:], torch.zeros_like(new[:16, 8:]))     # new conv2 filters: zero consumers
-    assert torch.equal(big.fc2.weight[:, 16:], torch.zeros(10, 16, dtype=torch.float64))
-
-
-def test_c2f_widening_alone_preserves_the_function():
-    """At the same size the grow only adds units; consumers of new units are zero, so logits are unchanged."""
-    small = _trained_like(C2FNet(16, (4, 8, 16)))
-    big = c2f.grow_net(small, 16, (8, 16, 32), c2f.Config(), torch.Generator().manual_seed(0)).double().eval()
-    x = torch.randn(5, 1, 16, 16, dtype=torch.float64)
-    with torch.no_grad():
-        torch.testing.assert_close(big(x), small(x), rtol=1e-12, atol=1e-12)
+@pytest.mark.parametrize("method", RESUME)
+def test_resume_gives_the_same_weights(tmp_path, method):
+    """Stopped after some epochs (before and after a grow), resumed: the weights of one uninterrupted run."""
+    recipe, settings, stops, run, (field, expected) = RESUME[method]
+    recipe.main(recipe.Config(**settings, out=str(tmp_path / "straight")))
+    for i, epochs in enumerate((*stops, settings["epochs"])):
+        recipe.main(recipe.Config(**{**settings, "epochs": epochs}, out=str(tmp_path / "interrupted"), resume=i > 0))
+    a, b = (load_file(tmp_path / name / run / "last.safetensors") for name in ("straight", "interrupted"))
+    model_keys = [k for k in a if not k.startswith("train_state/")]
+    assert model_keys and all(torch.equal(a[k], b[k]) for k in model_keys)
+    logs = [log_of(tmp_path / name, run) for name in ("straight", "interrupted")]
+    assert [r[field] for r in logs[1]] == expected
+    assert [r["val_acc"] for r in logs[0]] == [r["val_acc"] for r in logs[1]]
 
 
 # ---- the command line and the plumbing ----------------------------------------------------------
