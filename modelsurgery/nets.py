@@ -11,7 +11,7 @@
   The width (channels of the first stage, doubling per stage) is a parameter: at width 8 a
   training step on 2 CPU cores is cheap enough for the benchmark's six trainings on the full
   data set to fit in 30 minutes.
-- `C2FNet`: the coarse-to-fine family (Liu et al. 2016, SPEC §1.3). A plain CNN whose
+- `C2FNet`: the coarse-to-fine family (Liu et al. 2016, §III). A plain CNN whose
   classifier is a flatten→Linear that sees the last feature map, so growing the input grows the
   FC layer. One network per stage size S (8, 16, 32 px):
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelsurgery.errors import MethodError
-from modelsurgery.methods import CoarseToFine
-from modelsurgery.methods.coarse_to_fine import check_stages
+from modelsurgery.methods import CoarseToFine, MethodError, check_stages
 from modelsurgery.nets import C2FNet
 from modelsurgery.train import RecipeConfig, parse_config, run_recipe, summarize, train_method
 

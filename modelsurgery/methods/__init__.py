@@ -42,11 +42,12 @@ Example: kernel rescaling in a plain PyTorch loop, no Trainer and no recipe.
             opt.step()
 """
 
+from ..errors import MethodError
 from .base import Compose, Method
-from .coarse_to_fine import CoarseToFine, grow_c2f
+from .coarse_to_fine import CoarseToFine, check_stages, grow_c2f
 from .kernel_rescaling import KernelRescaling, grow_into
 from .low_mode import LowMode
 from .progressive_resizing import ProgressiveResizing
 
-__all__ = ["Method", "Compose", "KernelRescaling", "LowMode", "ProgressiveResizing", "CoarseToFine",
-           "grow_into", "grow_c2f"]
+__all__ = ["Method", "Compose", "MethodError", "KernelRescaling", "LowMode", "ProgressiveResizing", "CoarseToFine",
+           "grow_into", "grow_c2f", "check_stages"]
