@@ -225,7 +225,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.convert_speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--repeats", type=int, default=3, help="runs of shrink and grow (median)")
     ap.add_argument("--export-repeats", type=int, default=1, help="runs of each export")

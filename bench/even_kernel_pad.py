@@ -190,7 +190,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.even_kernel_pad", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="resnet18,resnet34,resnet50")
     ap.add_argument("--repeats", type=int, default=9, help="timed rounds per layer shape")
     ap.add_argument("--step-repeats", type=int, default=5, help="timed training steps per variant")
@@ -202,7 +202,8 @@ def main(argv=None) -> dict:
     run = Run("even_kernel_pad", {
         "models": args.models.split(","), "batch": args.batch, "repeats": args.repeats,
         "step_repeats": args.step_repeats, "threads": args.threads, "fold_max_extra": layers.FOLD_MAX_EXTRA,
-        "threshold": THRESHOLD, "timing": "forward + backward (grad of input and weight), median of interleaved rounds"})
+        "threshold": THRESHOLD,
+        "timing": "forward + backward (grad of input and weight), median of interleaved rounds"})
     models, configs = {}, {}
     for name in args.models.split(","):
         plan_info, convs = padded_shapes(name, args.batch)
@@ -220,7 +221,8 @@ def main(argv=None) -> dict:
               f"({lt['speedup_policy_bn']:.2f}x); whole step {st['median_s']['fpad']:.3f} -> "
               f"{st['median_s']['policy']:.3f} s ({st['speedup_policy']:.3f}x; fold everywhere {st['speedup_fold']:.3f}x)",
               flush=True)
-    share = sum(r["median_s"]["pad_only"] * r["count"] for r in rows) / sum(r["median_s"]["fpad"] * r["count"] for r in rows)
+    share = (sum(r["median_s"]["pad_only"] * r["count"] for r in rows)
+             / sum(r["median_s"]["fpad"] * r["count"] for r in rows))
     data = {"pad_share_overall": share, "above_threshold": share > THRESHOLD, "layers": rows, "models": models}
     result = run.finish(args.out, data, [goal("pad_share_at_most_10pct", share, THRESHOLD, share <= THRESHOLD)])
     plot(result, args.out.with_suffix(".png"))

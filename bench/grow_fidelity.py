@@ -230,8 +230,9 @@ def main(cfg: Config, out: Path) -> dict:
     default = runs[0]["methods"][DEFAULT_METHOD]
     calibrated = runs[0]["methods"][CALIBRATED_DEFAULT]
     best = max(((k, v) for k, v in runs[0]["methods"].items() if v["valid"]), key=lambda kv: kv[1]["grown_acc"])
-    summary = {"padding": runs[0]["padding"], "default_method": DEFAULT_METHOD, "calibrated_default": CALIBRATED_DEFAULT,
-               "best_method": best[0], "best_retention": best[1]["retention"], "cpu_seconds": round(time.process_time(), 1)}
+    summary = {"padding": runs[0]["padding"], "default_method": DEFAULT_METHOD,
+               "calibrated_default": CALIBRATED_DEFAULT, "best_method": best[0],
+               "best_retention": best[1]["retention"], "cpu_seconds": round(time.process_time(), 1)}
     goals = [goal("default_method_keeps_at_least_90pct", default["retention"], GOAL_RETENTION,
                   default["retention"] >= GOAL_RETENTION),
              goal("calibrated_default_keeps_at_least_90pct", calibrated["retention"], GOAL_RETENTION,
@@ -244,7 +245,7 @@ def main(cfg: Config, out: Path) -> dict:
 
 
 def parse(argv=None) -> tuple[Config, Path]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.grow_fidelity", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
                    help="smoke run: the committed subset (unless --data), few steps, 1000 test images")
     p.add_argument("--data", default=None, help=f"Fashion-MNIST IDX folder or 'fixture' (default {DEFAULT_ROOT})")

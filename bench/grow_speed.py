@@ -109,7 +109,7 @@ def measure(ckpt: Path, out: Path, repeats: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.grow_speed", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet50")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", default="1,2",

@@ -159,7 +159,8 @@ def measure(name: str, low_kwargs: dict, threads: int, cfg: Config) -> dict:
 
 def main(cfg: Config) -> dict:
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}
-    run = Run("lowmode_cost", {**settings, "timm": timm.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")})
+    run = Run("lowmode_cost", {**settings, "timm": timm.__version__,
+                               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")})
     runs = []
     for threads in cfg.threads:
         torch.set_num_threads(threads)
@@ -176,7 +177,7 @@ def goal_name(run: dict, limit: float) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.lowmode_cost", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=Config.repeats)
     parser.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 2,1")
     parser.add_argument("--out", default=Config.out)

@@ -153,8 +153,8 @@ def convert_speed(e: dict) -> list[str]:
         core = ip["call_s"] - ip.get("steps_s", {}).get("_fidelity", 0.0)
         for g in e["goals"]:
             if g["name"].startswith("resnet50_grow_peak_rss"):
-                notes[g["name"]] = (f"= baseline {_x(base, '.0f')} MiB + {_x((g['threshold'] - base) / ckpt, '.0f')} × "
-                                    f"checkpoint {_x(ckpt, '.0f')} MiB")
+                factor = (g["threshold"] - base) / ckpt
+                notes[g["name"]] = f"= baseline {_x(base, '.0f')} MiB + {_x(factor, '.0f')} × checkpoint {_x(ckpt, '.0f')} MiB"
         notes["resnet50_grow_after_imports_under_2s"] = f"{_x(core, '.2f')} s without the post-grow fidelity check"
     return ["Each command as a whole process (wall time, its own peak RSS), and in a fresh interpreter: the imports, "
             "then the same API call (\"our code\"). Checkpoint = the file the command reads (grow, export) or writes "
@@ -199,7 +199,8 @@ def grow_fidelity(e: dict) -> list[str]:
             f"{d['runs'][0]['target_size']} px) and after fine-tuning, against the pre-train's own accuracy.", "",
             *_table(["even padding", "method", "pre-train", "grown", "kept", "fine-tuned"], rows), "",
             *_goals(e, lambda _, v: _pct(v, ".1%"), notes),
-            f"- Best right after the grow ({s['padding']} padding): `{s['best_method']}` {_pct(s['best_retention'], '.1%')}."]
+            f"- Best right after the grow ({s['padding']} padding): `{s['best_method']}` "
+            f"{_pct(s['best_retention'], '.1%')}."]
 
 
 def grow_speed(e: dict) -> list[str]:
@@ -312,7 +313,8 @@ LEGACY: dict[str, Callable[[dict], dict]] = {
         _keep(r)),
     "convert_speed": _legacy_convert_speed,
     "shrink_speed": lambda r: _envelope("shrink_speed", r["machine"], {}, [
-        _g("shrink_process_under_10s", r["cli_wall_median_s"], r["goal_s"], r["goal_met"])], _keep(r, "goal_s", "goal_met")),
+        _g("shrink_process_under_10s", r["cli_wall_median_s"], r["goal_s"], r["goal_met"])],
+        _keep(r, "goal_s", "goal_met")),
     "lowmode_cost": _legacy_lowmode_cost,
     "grow_fidelity": _legacy_grow_fidelity,
     "grow_speed": lambda r: _envelope("grow_speed", r["machine"], {"model": r["model"], "repeats": r["repeats"]}, [
@@ -332,7 +334,11 @@ def load(path: Path) -> dict:
 def _files(results: Path) -> list[Path]:
     """Every results file: by script (in SECTIONS order, then unknown ones), this machine's first."""
     order = list(SECTIONS)
-    key = lambda p: (order.index(p.stem.split("-")[0]) if p.stem.split("-")[0] in order else len(order), p.stem)  # noqa: E731
+
+    def key(path: Path) -> tuple[int, str]:
+        script = path.stem.split("-")[0]
+        return (order.index(script) if script in order else len(order), path.stem)
+
     return sorted(results.glob("*.json"), key=key)
 
 
@@ -399,7 +405,7 @@ def _headline_rows(name: str, tag: str, e: dict) -> list[list[str]]:
         runs = {r["method"]: r for r in d["comparison"]}
         kr, base = runs["kernel_rescaling"], runs["baseline"]
         return [["Time to accuracy, kernel rescaling vs the baseline", f"{_pct(kr['final_acc'], '.2%')} vs "
-                 f"{_pct(base['final_acc'], '.2%')} final accuracy in {_pct(1 - kr['wall'] / base['wall'])} less wall "
+                 f"{_pct(base['final_acc'], '.2%')} final accuracy, in {_pct(kr['wall'] / base['wall'])} of its wall "
                  "time", src]]
     return []
 
@@ -430,7 +436,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> str:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.make_readme_table", description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of results files (default bench/results)")
     ap.add_argument("--out", type=Path, default=None, help="default: RESULTS/README.md")
     ap.add_argument("--readme", type=Path, nargs="?", const=ROOT / "README.md", default=None,

@@ -212,7 +212,7 @@ def plot(records: list[dict], path: Path, info: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.pretrain_speedup", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated model specs")
     ap.add_argument("--repeats", type=int, default=9, help="timed steps per network (VGG-16 capped at 5)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per network first")
