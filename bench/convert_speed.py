@@ -1,4 +1,4 @@
-"""Wall time and peak memory of `msurg shrink`, `msurg grow` and `msurg export` (issue 7).
+"""Wall time and peak memory of `msurg shrink`, `msurg grow` and `msurg export`.
 
 Two views of each command, for resnet50, convnext_tiny and efficientnet_b0:
   process   the CLI as a whole process (`msurg ...`): wall time and peak RSS, read with
@@ -10,12 +10,12 @@ Two views of each command, for resnet50, convnext_tiny and efficientnet_b0:
 Baselines: the peak RSS of `python -c "import modelsurgery.cli"` (what the CLI loads up front)
 and of an interpreter with every import the commands use (torch, timm, torchvision, onnx, ...).
 
-Goal (issue 7): growing a resnet50 checkpoint takes < 2 s after the imports, and its peak RSS is
+Goal: growing a resnet50 checkpoint takes < 2 s after the imports, and its peak RSS is
 below the interpreter-with-imports baseline + 3x the checkpoint size.
 
-Usage:
-    python bench/convert_speed.py                     # ~10-20 min on 2 cores
-    python bench/convert_speed.py --models resnet18 --repeats 1 --no-export --out /tmp/cs.json
+Usage (from the repository root):
+    python -m bench.convert_speed                     # ~10-20 min on 2 cores
+    python -m bench.convert_speed --models resnet18 --repeats 1 --no-export --out /tmp/cs.json
 """
 
 from __future__ import annotations
@@ -26,21 +26,20 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.common import RESULTS, ROOT, Run, goal, median
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results"
 MODELS = ["resnet50", "convnext_tiny", "efficientnet_b0"]
 MSURG = str(Path(sys.executable).with_name("msurg"))
-GOAL_GROW_S = 2.0  # issue 7: resnet50 grow, work after the imports
-GOAL_RSS_FACTOR = 3.0  # issue 7: peak RSS < baseline + 3x checkpoint size
+GOAL_GROW_S = 2.0  # resnet50 grow, work after the imports
+GOAL_RSS_FACTOR = 3.0  # peak RSS < baseline + 3x checkpoint size
 # Everything the three commands import, for the in-process runs and the "with imports" baseline.
 IMPORTS = ("import torch, timm, torchvision, safetensors.torch, click, scipy, onnx\n"
            "import modelsurgery.cli, modelsurgery.convert, modelsurgery.grow, modelsurgery.shrink, modelsurgery.zoo\n"
@@ -49,11 +48,11 @@ IMPORTS = ("import torch, timm, torchvision, safetensors.torch, click, scipy, on
            "try:\n    import onnxscript, onnxruntime\nexcept ImportError:\n    pass\n")
 
 
-def run_process(argv: list[str], cwd: Path) -> dict:
+def run_process(argv: list[str], cwd: Path, env: dict | None = None) -> dict:
     """Run one child to completion: its wall time, own peak RSS (MiB), exit code and output."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err)
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -67,7 +66,7 @@ def run_process(argv: list[str], cwd: Path) -> dict:
     return rec
 
 
-# --- the in-process worker (runs in a fresh interpreter: `convert_speed.py --worker ...`) --------
+# --- the in-process worker (a fresh interpreter: `python -m bench.convert_speed --worker ...`) ----
 
 def _timed(module, name: str, log: dict):
     """Wrap module.name so that its calls add to log[name] (seconds)."""
@@ -117,7 +116,9 @@ def worker(verb: str, args: list[str]) -> None:
 
 
 def run_worker(verb: str, args: list[str], cwd: Path) -> dict:
-    proc = run_process([sys.executable, str(Path(__file__).resolve()), "--worker", verb, *args], cwd)
+    # The child runs in the scratch folder, so it finds `bench` through PYTHONPATH.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = run_process([sys.executable, "-m", "bench.convert_speed", "--worker", verb, *args], cwd, env)
     lines = [ln for ln in proc["stdout"].splitlines() if ln.startswith("RESULT ")]
     if proc["exit_code"] != 0 or not lines:
         return {"error": proc.get("stderr", proc["stdout"])[-800:]}
@@ -128,7 +129,7 @@ def run_worker(verb: str, args: list[str], cwd: Path) -> dict:
 
 def best(runs: list[dict], key: str) -> float | None:
     vals = [r[key] for r in runs if key in r and r.get("exit_code", 0) == 0]
-    return statistics.median(vals) if vals else None
+    return median(vals) if vals else None
 
 
 def measure_command(verb: str, cli_args: list[str], api_args: list[str], cwd: Path, repeats: int) -> dict:
@@ -139,10 +140,10 @@ def measure_command(verb: str, cli_args: list[str], api_args: list[str], cwd: Pa
                        "ok": all(p["exit_code"] == 0 for p in procs)},
            "in_process": {"runs": workers, "ok": bool(ok) and len(ok) == len(workers)}}
     if ok:
-        rec["in_process"].update({k: statistics.median(w[k] for w in ok)
+        rec["in_process"].update({k: median(w[k] for w in ok)
                                   for k in ("import_s", "call_s", "rss_after_imports_mib", "peak_rss_mib")})
         if ok[0].get("steps_s"):
-            rec["in_process"]["steps_s"] = {k: statistics.median(w["steps_s"].get(k, 0.0) for w in ok)
+            rec["in_process"]["steps_s"] = {k: median(w["steps_s"].get(k, 0.0) for w in ok)
                                             for k in ok[0]["steps_s"]}
     return rec
 
@@ -177,22 +178,16 @@ def baselines(work: Path, repeats: int) -> dict:
     return out
 
 
-def goals(result: dict) -> dict:
-    rec = next((m for m in result["models"] if m["model"] == "resnet50"), None)
+def goals(data: dict) -> list[dict]:
+    """Resnet50's grow: under 2 s after the imports; peak RSS under the baseline + 3x the checkpoint."""
+    rec = next((m for m in data["models"] if m["model"] == "resnet50"), None)
     if rec is None or "grow" not in rec:
-        return {}
-    ip, proc = rec["grow"]["in_process"], rec["grow"]["process"]
-    base = result["baselines"]["with_all_imports"]["peak_rss_mib"]
-    limit = base + GOAL_RSS_FACTOR * rec["pretrain_ckpt_mib"]
-    steps = ip.get("steps_s", {})
-    core = ip["call_s"] - steps.get("_fidelity", 0.0) if ip.get("call_s") is not None else None
-    return {"resnet50_grow_after_imports_under_2s": {"value_s": ip.get("call_s"), "goal_s": GOAL_GROW_S,
-                                                     "without_fidelity_check_s": core, "steps_s": steps,
-                                                     "met": ip.get("call_s") is not None and ip["call_s"] < GOAL_GROW_S},
-            "resnet50_grow_peak_rss": {"process_peak_rss_mib": proc["peak_rss_mib"], "baseline_mib": base,
-                                       "checkpoint_mib": rec["pretrain_ckpt_mib"], "limit_mib": limit,
-                                       "limit_with_target_ckpt_mib": base + GOAL_RSS_FACTOR * rec.get("target_ckpt_mib", 0),
-                                       "met": proc["peak_rss_mib"] is not None and proc["peak_rss_mib"] < limit}}
+        return []
+    call, rss = rec["grow"]["in_process"].get("call_s"), rec["grow"]["process"]["peak_rss_mib"]
+    limit = data["baselines"]["with_all_imports"]["peak_rss_mib"] + GOAL_RSS_FACTOR * rec["pretrain_ckpt_mib"]
+    return [goal("resnet50_grow_after_imports_under_2s", call, GOAL_GROW_S, call is not None and call < GOAL_GROW_S),
+            goal("resnet50_grow_peak_rss_under_baseline_plus_3x_checkpoint", rss, limit,
+                 rss is not None and rss < limit)]
 
 
 def plot(result: dict, path: Path) -> None:
@@ -201,27 +196,28 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    verbs = [v for v in ("shrink", "grow", "export_pretrain", "export_target") if any(v in m for m in result["models"])]
+    data = result["data"]
+    verbs = [v for v in ("shrink", "grow", "export_pretrain", "export_target") if any(v in m for m in data["models"])]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     w = 0.8 / len(verbs)
     for j, v in enumerate(verbs):
-        xs = [i + (j - (len(verbs) - 1) / 2) * w for i in range(len(result["models"]))]
-        walls = [m.get(v, {}).get("process", {}).get("wall_s") or 0 for m in result["models"]]
-        calls = [m.get(v, {}).get("in_process", {}).get("call_s") or 0 for m in result["models"]]
-        rss = [m.get(v, {}).get("process", {}).get("peak_rss_mib") or 0 for m in result["models"]]
+        xs = [i + (j - (len(verbs) - 1) / 2) * w for i in range(len(data["models"]))]
+        walls = [m.get(v, {}).get("process", {}).get("wall_s") or 0 for m in data["models"]]
+        calls = [m.get(v, {}).get("in_process", {}).get("call_s") or 0 for m in data["models"]]
+        rss = [m.get(v, {}).get("process", {}).get("peak_rss_mib") or 0 for m in data["models"]]
         bars = ax1.bar(xs, walls, w, label=f"{v} (process)", alpha=0.45)
         ax1.bar(xs, calls, w * 0.5, color=bars.patches[0].get_facecolor()[:3], label=f"{v} (after imports)")
         ax2.bar(xs, rss, w, label=v)
-    names = [m["model"] for m in result["models"]]
+    names = [m["model"] for m in data["models"]]
     for ax in (ax1, ax2):
         ax.set_xticks(range(len(names)), names, fontsize=8)
-    base = result["baselines"]["with_all_imports"]["peak_rss_mib"]
+    base = data["baselines"]["with_all_imports"]["peak_rss_mib"]
     ax2.axhline(base, color="k", ls="--", lw=1, label="python + imports")
     ax1.set_ylabel("wall time (s)")
     ax2.set_ylabel("peak RSS (MiB)")
     ax1.legend(fontsize=6, ncol=2)
     ax2.legend(fontsize=6)
-    fig.suptitle(f"msurg conversions, {result['machine'].get('threads')} threads, "
+    fig.suptitle(f"msurg conversions, {result['settings']['threads']} threads, "
                  f"load {result['machine']['loadavg_start'][0]:.1f}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -229,7 +225,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.convert_speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--repeats", type=int, default=3, help="runs of shrink and grow (median)")
     ap.add_argument("--export-repeats", type=int, default=1, help="runs of each export")
@@ -241,47 +237,42 @@ def main(argv=None) -> dict:
     # fork of this process before exec, so the driver stays a bare interpreter while it measures.
     os.environ["BENCH_THREADS"] = str(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    info = {"loadavg_start": list(os.getloadavg())}
-    start = time.perf_counter()
+    run = Run("convert_speed", {"models": args.models.split(","), "repeats": args.repeats,
+                                "export_repeats": args.export_repeats, "export": not args.no_export,
+                                "threads": args.threads, "statistic": "median over repeats",
+                                "rss": "ru_maxrss of that child (os.wait4)"})
     work = Path(tempfile.mkdtemp(prefix="convert_speed-"))
     try:
-        result = {"benchmark": "convert_speed", "machine": info, "baselines": baselines(work, args.repeats),
-                  "settings": {"repeats": args.repeats, "export_repeats": args.export_repeats,
-                               "statistic": "median over repeats", "rss": "ru_maxrss of that child (os.wait4)"},
-                  "models": []}
-        for k, b in result["baselines"].items():
+        data = {"baselines": baselines(work, args.repeats), "models": []}
+        for k, b in data["baselines"].items():
             print(f"baseline {k}: {b['wall_s']:.2f} s, {b['peak_rss_mib']:.0f} MiB", flush=True)
         for name in args.models.split(","):
             rec = measure_model(name.strip(), work, args.repeats, args.export_repeats, not args.no_export)
-            result["models"].append(rec)
-            for verb in ("shrink", "grow", "export_pretrain", "export_target"):
-                if verb in rec:
-                    p, ip = rec[verb]["process"], rec[verb]["in_process"]
-                    status = "" if p["ok"] and ip["ok"] else "  FAILED: " + (
-                        next((r.get("stderr", "") for r in p["runs"] if r["exit_code"]), "")
-                        or next((r.get("error", "") for r in ip["runs"] if "error" in r), ""))[-300:]
-                    print(f"{name:16s} {verb:16s} process {p['wall_s'] or 0:6.2f} s {p['peak_rss_mib'] or 0:6.0f} MiB"
-                          f" | imports {ip.get('import_s', 0):5.2f} s, our code {ip.get('call_s', 0):6.2f} s{status}",
-                          flush=True)
-            if "missing" in rec:
-                print(f"{name}: {rec['missing']}")
+            data["models"].append(rec)
+            report(name, rec)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    info["loadavg_end"] = list(os.getloadavg())
-    info["runtime_s"] = time.perf_counter() - start
-    sys.path.insert(0, str(BENCH))
-    from pretrain_speedup import machine_info
-
-    info.update({**machine_info(args.threads), **info})
-    result["goals"] = goals(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    result = run.finish(args.out, data, goals(data))
     plot(result, args.out.with_suffix(".png"))
-    for key, g in result["goals"].items():
-        print(f"goal {key}: {'met' if g['met'] else 'NOT met'} {json.dumps({k: v for k, v in g.items() if k != 'met'})}")
-    print(f"wrote {args.out} in {info['runtime_s']:.0f} s (load {info['loadavg_start'][0]:.2f} -> "
-          f"{info['loadavg_end'][0]:.2f})")
+    for g in result["goals"]:
+        print(f"goal {g['name']}: {'met' if g['met'] else 'NOT met'} (value {g['value']}, threshold {g['threshold']})")
+    m = result["machine"]
+    print(f"wrote {args.out} in {m['runtime_s']:.0f} s (load {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f})")
     return result
+
+
+def report(name: str, rec: dict) -> None:
+    """Print one model's commands as they come in."""
+    for verb in ("shrink", "grow", "export_pretrain", "export_target"):
+        if verb in rec:
+            p, ip = rec[verb]["process"], rec[verb]["in_process"]
+            status = "" if p["ok"] and ip["ok"] else "  FAILED: " + (
+                next((r.get("stderr", "") for r in p["runs"] if r["exit_code"]), "")
+                or next((r.get("error", "") for r in ip["runs"] if "error" in r), ""))[-300:]
+            print(f"{name:16s} {verb:16s} process {p['wall_s'] or 0:6.2f} s {p['peak_rss_mib'] or 0:6.0f} MiB"
+                  f" | imports {ip.get('import_s', 0):5.2f} s, our code {ip.get('call_s', 0):6.2f} s{status}", flush=True)
+    if "missing" in rec:
+        print(f"{name}: {rec['missing']}")
 
 
 if __name__ == "__main__":

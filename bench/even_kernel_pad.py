@@ -1,4 +1,4 @@
-"""What F.pad costs a 2x2 conv, and what folding the padding into the conv saves (issue 7).
+"""What F.pad costs a 2x2 conv, and what folding the padding into the conv saves.
 
 Every even-kernel conv of the pre-train network pads asymmetrically. The layer used to run
 F.pad (a padded copy of the input, and a cropped copy of its gradient) and then the unpadded
@@ -17,20 +17,17 @@ and fpad / fold / policy again followed by BatchNorm2d, as in the networks (a cr
 is a strided view, and the next layer pays for that). Pad share = pad_only / fpad.
 Part 2, whole network: one pre-train SGD training step with the old and the new forward.
 
-Usage:
-    python bench/even_kernel_pad.py                  # ~3-5 min on 2 idle cores
-    python bench/even_kernel_pad.py --models resnet18 --repeats 2 --batch 2 --out /tmp/pad.json
+Usage (from the repository root):
+    python -m bench.even_kernel_pad                  # ~3-5 min on 2 idle cores
+    python -m bench.even_kernel_pad --models resnet18 --repeats 2 --batch 2 --out /tmp/pad.json
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,16 +36,14 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.common import RESULTS, Run, goal, interleave, median  # noqa: E402
+from bench.pretrain_speedup import Step  # noqa: E402
 from modelsurgery import layers  # noqa: E402
 from modelsurgery.layers import PaddedConv, set_conv_padding  # noqa: E402
 from modelsurgery.shrink import shrink  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_speedup import Step, machine_info  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 MODES = {"fpad": -1.0, "fold": float("inf")}  # FOLD_MAX_EXTRA forcing each path; "policy" = shipped value
-THRESHOLD = 0.10  # issue 7: look for a cheaper way if F.pad costs more than 10 % of the conv's time
+THRESHOLD = 0.10  # look for a cheaper way if F.pad costs more than 10 % of the conv's time
 
 
 @contextlib.contextmanager
@@ -124,30 +119,11 @@ class LayerCase:
                 "conv_only_cl": conv_only(self.xp_cl, self.g_cl), "pad_only_cl": pad_only(self.x_cl, self.xp_cl)}
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def interleave(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Median-ready timings: each round runs every variant once, in a rotating order."""
-    names = list(fns)
-    for _ in range(warmup):
-        for n in names:
-            fns[n]()
-    times = {n: [] for n in names}
-    for r in range(repeats):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            times[n].append(timed(fns[n]))
-    return times
-
-
 def measure_layers(configs: dict, repeats: int) -> list[dict]:
     rows = []
     for key, c in configs.items():
         case = LayerCase(c)
-        med = {n: statistics.median(t) for n, t in interleave(case.variants(), repeats).items()}
+        med = {n: median(t) for n, t in interleave(case.variants(), repeats).items()}
         with torch.no_grad():  # which path the shipped policy takes at this shape
             fold = case.conv._fold(*c["input"][-2:])
         rows.append({**{k: c[k] for k in ("in_channels", "out_channels", "kernel", "stride", "groups", "pad", "input")},
@@ -186,7 +162,7 @@ def measure_steps(name: str, batch: int, repeats: int) -> dict:
         return fn
 
     times = interleave({m: run(m) for m in ("fpad", "fold", "policy")}, repeats)
-    med = {m: statistics.median(t) for m, t in times.items()}
+    med = {m: median(t) for m, t in times.items()}
     return {"times_s": times, "median_s": med, "speedup_policy": med["fpad"] / med["policy"],
             "speedup_fold": med["fpad"] / med["fold"]}
 
@@ -197,11 +173,11 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(result["models"])
+    names = list(result["data"]["models"])
     fig, ax = plt.subplots(figsize=(7, 3.6))
     w = 0.38
     for i, n in enumerate(names):
-        tot = result["models"][n]["layers"]["sum_median_s"]
+        tot = result["data"]["models"][n]["layers"]["sum_median_s"]
         ax.bar(i - w / 2, tot["fpad+bn"] * 1e3, w, color="#d62728", label="F.pad + conv + BN (before)" if i == 0 else None)
         ax.bar(i + w / 2, tot["policy+bn"] * 1e3, w, color="#2ca02c", label="PaddedConv.forward + BN (after)" if i == 0 else None)
     ax.set_xticks(range(len(names)), names)
@@ -214,7 +190,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.even_kernel_pad", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="resnet18,resnet34,resnet50")
     ap.add_argument("--repeats", type=int, default=9, help="timed rounds per layer shape")
     ap.add_argument("--step-repeats", type=int, default=5, help="timed training steps per variant")
@@ -223,9 +199,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=RESULTS / "even_kernel_pad.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    info = machine_info(args.threads)
-    info["loadavg_start"] = list(os.getloadavg())
-    start = time.perf_counter()
+    run = Run("even_kernel_pad", {
+        "models": args.models.split(","), "batch": args.batch, "repeats": args.repeats,
+        "step_repeats": args.step_repeats, "threads": args.threads, "fold_max_extra": layers.FOLD_MAX_EXTRA,
+        "threshold": THRESHOLD,
+        "timing": "forward + backward (grad of input and weight), median of interleaved rounds"})
     models, configs = {}, {}
     for name in args.models.split(","):
         plan_info, convs = padded_shapes(name, args.batch)
@@ -243,21 +221,14 @@ def main(argv=None) -> dict:
               f"({lt['speedup_policy_bn']:.2f}x); whole step {st['median_s']['fpad']:.3f} -> "
               f"{st['median_s']['policy']:.3f} s ({st['speedup_policy']:.3f}x; fold everywhere {st['speedup_fold']:.3f}x)",
               flush=True)
-    info["loadavg_end"] = list(os.getloadavg())
-    info["runtime_s"] = time.perf_counter() - start
-    all_fpad = sum(r["median_s"]["fpad"] * r["count"] for r in rows)
-    all_pad = sum(r["median_s"]["pad_only"] * r["count"] for r in rows)
-    result = {"benchmark": "even_kernel_pad", "machine": info,
-              "settings": {"batch": args.batch, "repeats": args.repeats, "step_repeats": args.step_repeats,
-                           "fold_max_extra": layers.FOLD_MAX_EXTRA, "threshold": THRESHOLD,
-                           "timing": "forward + backward (grad of input and weight), median of interleaved rounds"},
-              "pad_share_overall": all_pad / all_fpad, "above_threshold": all_pad / all_fpad > THRESHOLD,
-              "layers": rows, "models": models}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    share = (sum(r["median_s"]["pad_only"] * r["count"] for r in rows)
+             / sum(r["median_s"]["fpad"] * r["count"] for r in rows))
+    data = {"pad_share_overall": share, "above_threshold": share > THRESHOLD, "layers": rows, "models": models}
+    result = run.finish(args.out, data, [goal("pad_share_at_most_10pct", share, THRESHOLD, share <= THRESHOLD)])
     plot(result, args.out.with_suffix(".png"))
-    print(f"F.pad share over all shapes (count-weighted): {result['pad_share_overall']:.1%}; wrote {args.out} "
-          f"in {info['runtime_s']:.0f} s (load {info['loadavg_start'][0]:.2f} -> {info['loadavg_end'][0]:.2f})")
+    m = result["machine"]
+    print(f"F.pad share over all shapes (count-weighted): {share:.1%}; wrote {args.out} "
+          f"in {m['runtime_s']:.0f} s (load {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f})")
     return result
 
 

@@ -1,4 +1,4 @@
-"""The accuracy dip at the grow, measured on full Fashion-MNIST (issue 3 §4).
+"""The accuracy dip at the grow, measured on full Fashion-MNIST (de Gusmão et al. 2016, §3.3).
 
 A pre-train network is trained briefly at the plan's pre-train size (28 -> 19 px, 3x3 -> 2x2
 kernels), once with the even-kernel padding alternating between layers (shrink's default) and
@@ -6,31 +6,30 @@ once with every even kernel padded bottom/right. Each is grown back to 28 px wit
 method, and the target network's test accuracy (full 10k test set) is reported right after the
 grow and after 100 fine-tuning steps, beside the pre-train's own accuracy at 19 px.
 
-The network is the issue's: a ResNet-18 layout (BasicBlock x [2, 2, 2, 2], strides 1/2/2/2)
-with a 3x3 stride-1 stem, no max-pool and 1 input channel, at a quarter of ResNet-18's width
-(16-32-64-128 channels). That is the regime the issue measured (28 vs 19 px, last feature maps
-4 vs 3), where the dip is largest. timm's resnet18 (7x7/2 stem + max-pool) would shrink
-Fashion-MNIST's 28 px to a 1x1 map before the last stage, and full width costs 16x the
-compute, which does not fit a ~10 min budget on 2 shared CPU cores.
+The network is `modelsurgery.nets.FashionResNet` in the ResNet-18 layout (`fashion-resnet18`:
+BasicBlock x [2, 2, 2, 2], strides 1/2/2/2) with a 3x3 stride-1 stem, no max-pool and 1 input
+channel, at a quarter of ResNet-18's width (16-32-64-128 channels). That is the regime where the
+dip is largest (28 vs 19 px, last feature maps 4 vs 3). timm's resnet18 (7x7/2 stem + max-pool)
+would shrink Fashion-MNIST's 28 px to a 1x1 map before the last stage, and full width costs 16x
+the compute, which does not fit a ~10 min budget on 2 shared CPU cores. Training runs in
+`modelsurgery.train.Trainer` (SGD, Nesterov momentum 0.9, weight decay 5e-4 on the weights, none
+on BatchNorm and biases), for a step budget within one epoch.
 
 Methods (see `modelsurgery.grow`): kernels resized with bilinear or pinv (replicate is recorded
 as invalid: 3/2 is not an integer factor); "+bn" recalibrates BatchNorm on 1000 training images
 at 28 px; "lsq" fits every grown kernel by least squares to its pre-train layer on 256 training
 images (starting from pinv); "lsq+bn" does both, which is what `msurg grow --calibrate DATA` does.
 
-Usage:
-    python bench/grow_fidelity.py                 # ~10 min on 2 idle cores; writes bench/results/grow_fidelity.json
-    python bench/grow_fidelity.py --quick --out /tmp/g.json   # smoke run, a minute
+Usage (from the repository root):
+    python -m bench.grow_fidelity                 # ~10 min on 2 idle cores; writes bench/results/grow_fidelity.json
+    python -m bench.grow_fidelity --quick --out /tmp/g.json   # smoke run on the committed subset, a minute
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -42,18 +41,21 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.common import RESULTS, Run, goal  # noqa: E402
 from modelsurgery.errors import ConversionError  # noqa: E402
-from modelsurgery.grow import fit_least_squares, grow, recalibrate_bn  # noqa: E402
+from modelsurgery.grow import DEFAULT_METHOD, fit_least_squares, grow, recalibrate_bn  # noqa: E402
+from modelsurgery.nets import build_model  # noqa: E402
 from modelsurgery.shrink import shrink  # noqa: E402
-from modelsurgery.train.data import TensorLoader, load_idx  # noqa: E402
+from modelsurgery.train import DEFAULT_ROOT, TensorLoader, Trainer, load_fashion_mnist  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
-GOAL_RETENTION = 0.90  # issue 3: the default method keeps >= 90 % of the pre-train's accuracy
+GOAL_RETENTION = 0.90  # the default method keeps >= 90 % of the pre-train's accuracy
 
 
 @dataclass
 class Config:
+    model: str = "fashion-resnet18"  # modelsurgery.nets.build_model name
     width: int = 16              # channels of the first stage (ResNet-18: 64)
+    data: str = DEFAULT_ROOT     # Fashion-MNIST IDX folder, or "fixture" (the committed subset)
     target_size: int = 28        # px; the pre-train size comes from the plan (19)
     pretrain_steps: int = 400    # SGD steps at `batch` (~0.85 epoch of the 60k training images)
     batch: int = 128             # images per pre-train step
@@ -69,78 +71,19 @@ class Config:
     threads: int = min(2, os.cpu_count() or 1)
 
 
-# --- the network -------------------------------------------------------------------------------
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        x = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(x)) + shortcut)
-
-
-class SmallImageResNet18(nn.Module):
-    """ResNet-18 for small images: 3x3 stride-1 stem, no max-pool, widths w, 2w, 4w, 8w."""
-
-    def __init__(self, width: int = 64, in_chans: int = 1, num_classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_chans, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        cin, stages = width, []
-        for i, mult in enumerate((1, 2, 4, 8)):
-            cout = width * mult
-            stages.append(nn.Sequential(BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)))
-            cin = cout
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.fc = nn.Linear(cin, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(x.mean((2, 3)))
-
-
 # --- training and evaluation -------------------------------------------------------------------
 
-def train(model: nn.Module, loader: TensorLoader, steps: int, lr: float, warmup: int, decay: bool) -> nn.Module:
-    """SGD (Nesterov, momentum 0.9, wd 5e-4): linear warm-up, then linear decay to 0 or constant."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (max(0.0, 1 - s / steps) if decay else 1.0))
-    model.train()
-    step, epoch = 0, 0
-    while step < steps:
-        loader.set_epoch(epoch)
-        epoch += 1
-        for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if step == steps:
-                break
-    return model.eval()
+def trainer(model: nn.Module, loader: TensorLoader, test: TensorLoader, lr: float, warmup: int, decay: bool,
+            seed: int) -> Trainer:
+    """A CPU `Trainer` for `len(loader)` steps (one epoch): linear warm-up, then linear decay to 0 or constant."""
+    steps = len(loader)
 
+    def schedule(t: float) -> float:
+        s = round(t * steps)   # the fractional epoch -> the step
+        return lr * min(1.0, (s + 1) / warmup) * (max(0.0, 1 - s / steps) if decay else 1.0)
 
-@torch.no_grad()
-def accuracy(model: nn.Module, loader: TensorLoader) -> float:
-    model.eval()
-    correct = total = 0
-    for x, y in loader:
-        correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
-    return correct / total
+    return Trainer(model, loader, test, schedule=schedule, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                   seed=seed, device="cpu", progress=False)
 
 
 # --- the experiment ----------------------------------------------------------------------------
@@ -163,8 +106,9 @@ class Data:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        x, y = load_idx(split="train")
-        tx, ty = load_idx(split="test")
+        source, root = ("fixture", None) if cfg.data == "fixture" else ("idx", cfg.data)
+        x, y = load_fashion_mnist("train", root, source)
+        tx, ty = load_fashion_mnist("test", root, source)
         tx, ty = tx[:cfg.test_images], ty[:cfg.test_images]
         self.train_x, self.train_y = x, y
         self.train = TensorLoader(x, y, cfg.batch, seed=cfg.seed)
@@ -174,14 +118,14 @@ class Data:
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed + 1))
         self.calib_idx = order[:cfg.calib_images]
 
-    def loader(self, size: int, batch: int | None = None, seed: int = 0) -> TensorLoader:
-        loader = TensorLoader(self.train_x, self.train_y, batch or self.cfg.batch, seed=seed, **self.stats)
-        loader.set_size(size)
+    def loader(self, size: int, steps: int, batch: int | None = None, seed: int = 0) -> TensorLoader:
+        """Training batches at `size` for `steps` steps, all within one epoch."""
+        loader = TensorLoader(self.train_x, self.train_y, batch or self.cfg.batch, seed=seed, size=size, **self.stats)
+        if steps > len(loader):
+            raise ValueError(f"{steps} steps need more than one epoch of {len(loader)} batches of "
+                             f"{loader.batch_size}; lower the steps or the batch")
+        loader.max_batches = steps
         return loader
-
-    def test_at(self, size: int) -> TensorLoader:
-        self.test.set_size(size)
-        return self.test
 
     def probe(self, size: int, n: int = 128) -> torch.Tensor:
         """The first `n` test images at `size`, for the per-layer errors."""
@@ -196,7 +140,7 @@ class Data:
 
 def grow_variant(cfg: Config, data: Data, small: nn.Module, plan, method: str, lsq: bool, bn: bool) -> nn.Module:
     state, _ = grow(small.state_dict(), plan, method=method)
-    net = SmallImageResNet18(cfg.width)
+    net = build_model(cfg.model, width=cfg.width)
     net.load_state_dict(state, strict=True)
     net.eval()
     if lsq:
@@ -209,13 +153,15 @@ def grow_variant(cfg: Config, data: Data, small: nn.Module, plan, method: str, l
 
 def run_padding(cfg: Config, data: Data, padding: str) -> dict:
     torch.manual_seed(cfg.seed)
-    small, plan = shrink(SmallImageResNet18(cfg.width), target_size=cfg.target_size, even_padding=padding)
+    small, plan = shrink(build_model(cfg.model, width=cfg.width), target_size=cfg.target_size, even_padding=padding)
     t0 = time.perf_counter()
-    train(small, data.loader(plan.input_size, seed=cfg.seed), cfg.pretrain_steps, cfg.lr, warmup=20, decay=True)
+    pre = trainer(small, data.loader(plan.input_size, cfg.pretrain_steps, seed=cfg.seed), data.test, cfg.lr,
+                  warmup=20, decay=True, seed=cfg.seed)
+    pre.fit(1)
     seconds = round(time.perf_counter() - t0, 1)
     # How tied the pre-train is to its input size: the same network on other sizes (its padded
     # 2x2 convs run at any size). Even a perfect grow cannot beat what resizing buys.
-    by_size = {size: accuracy(small, data.test_at(size)) for size in SIZE_PROBE if size >= plan.input_size}
+    by_size = {size: pre.evaluate(size) for size in SIZE_PROBE if size >= plan.input_size}
     out = {"padding": padding, "input_size": plan.input_size, "target_size": plan.target_size,
            "pretrain_seconds": seconds, "pretrain_acc": by_size[plan.input_size],
            "pretrain_acc_by_input_size": by_size, "methods": {}}
@@ -232,10 +178,11 @@ def run_padding(cfg: Config, data: Data, padding: str) -> dict:
             continue
         seconds = time.perf_counter() - t0
         errors = layer_errors(small, net, plan, *probe)
-        grown = accuracy(net, data.test_at(plan.target_size))
-        train(net, data.loader(plan.target_size, cfg.finetune_batch, seed=cfg.seed + 7),
-              cfg.finetune_steps, cfg.finetune_lr, warmup=10, decay=False)
-        tuned = accuracy(net, data.test_at(plan.target_size))
+        tune = trainer(net, data.loader(plan.target_size, cfg.finetune_steps, cfg.finetune_batch, seed=cfg.seed + 7),
+                       data.test, cfg.finetune_lr, warmup=10, decay=False, seed=cfg.seed)
+        grown = tune.evaluate(plan.target_size)
+        tune.fit(1)
+        tuned = tune.evaluate(plan.target_size)
         out["methods"][name] = {"valid": True, "grown_acc": grown, "retention": grown / out["pretrain_acc"],
                                 "finetuned_acc": tuned, "grow_seconds": round(seconds, 2),
                                 "layer_errors": errors}
@@ -266,63 +213,48 @@ def layer_errors(small: nn.Module, net: nn.Module, plan, x_small: torch.Tensor, 
 def scratch_baseline(cfg: Config, data: Data) -> float:
     """The target trained from its random init for the fine-tuning budget alone."""
     torch.manual_seed(cfg.seed)
-    net = train(SmallImageResNet18(cfg.width), data.loader(cfg.target_size, cfg.finetune_batch, seed=cfg.seed + 7),
-                cfg.finetune_steps, cfg.finetune_lr, warmup=10, decay=False)
-    return accuracy(net, data.test_at(cfg.target_size))
-
-
-def machine_info() -> dict:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, check=False).stdout.strip()
-    except OSError:
-        rev = ""
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "git": rev,
-            "loadavg_start": os.getloadavg()}
+    loader = data.loader(cfg.target_size, cfg.finetune_steps, cfg.finetune_batch, seed=cfg.seed + 7)
+    scratch = trainer(build_model(cfg.model, width=cfg.width), loader, data.test, cfg.finetune_lr, warmup=10,
+                      decay=False, seed=cfg.seed)
+    scratch.fit(1)
+    return scratch.evaluate(cfg.target_size)
 
 
 def main(cfg: Config, out: Path) -> dict:
     torch.set_num_threads(cfg.threads)
-    info = machine_info()
-    t0 = time.perf_counter()
+    run = Run("grow_fidelity", cfg)
     data = Data(cfg)
     runs = [run_padding(cfg, data, padding) for padding in cfg.paddings]
     scratch = scratch_baseline(cfg, data)
     print(f"target from scratch, {cfg.finetune_steps} steps: {scratch:.4f}")
-    from modelsurgery.grow import DEFAULT_METHOD
-
     default = runs[0]["methods"][DEFAULT_METHOD]
     calibrated = runs[0]["methods"][CALIBRATED_DEFAULT]
     best = max(((k, v) for k, v in runs[0]["methods"].items() if v["valid"]), key=lambda kv: kv[1]["grown_acc"])
-    info.update(loadavg_end=os.getloadavg(), seconds=round(time.perf_counter() - t0, 1),
-                cpu_seconds=round(time.process_time(), 1))
-    result = {"config": dataclasses.asdict(cfg), "machine": info, "runs": runs, "scratch_finetune_acc": scratch,
-              "goal": {"retention": GOAL_RETENTION, "padding": runs[0]["padding"],
-                       "default_method": DEFAULT_METHOD, "default_retention": default["retention"],
-                       "met_by_default": default["retention"] >= GOAL_RETENTION,
-                       "calibrated_default": CALIBRATED_DEFAULT, "calibrated_retention": calibrated["retention"],
-                       "met_with_calibration": calibrated["retention"] >= GOAL_RETENTION,
-                       "best_method": best[0], "best_retention": best[1]["retention"]}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    summary = {"padding": runs[0]["padding"], "default_method": DEFAULT_METHOD,
+               "calibrated_default": CALIBRATED_DEFAULT, "best_method": best[0],
+               "best_retention": best[1]["retention"], "cpu_seconds": round(time.process_time(), 1)}
+    goals = [goal("default_method_keeps_at_least_90pct", default["retention"], GOAL_RETENTION,
+                  default["retention"] >= GOAL_RETENTION),
+             goal("calibrated_default_keeps_at_least_90pct", calibrated["retention"], GOAL_RETENTION,
+                  calibrated["retention"] >= GOAL_RETENTION)]
+    result = run.finish(out, {"runs": runs, "scratch_finetune_acc": scratch, "summary": summary}, goals)
     print(f"default ({DEFAULT_METHOD}) keeps {default['retention']:.1%}, with --calibrate ({CALIBRATED_DEFAULT}) "
           f"{calibrated['retention']:.1%}, best ({best[0]}) {best[1]['retention']:.1%} of the pre-train's "
-          f"accuracy; {info['seconds']} s ({info['cpu_seconds']} s CPU) -> {out}")
+          f"accuracy; {result['machine']['runtime_s']} s ({summary['cpu_seconds']} s CPU) -> {out}")
     return result
 
 
 def parse(argv=None) -> tuple[Config, Path]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: few steps, 2000 test images")
+    p = argparse.ArgumentParser(prog="python -m bench.grow_fidelity", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: the committed subset (unless --data), few steps, 1000 test images")
+    p.add_argument("--data", default=None, help=f"Fashion-MNIST IDX folder or 'fixture' (default {DEFAULT_ROOT})")
     p.add_argument("--threads", type=int, default=Config.threads)
     p.add_argument("--out", type=Path, default=RESULTS / "grow_fidelity.json")
     args = p.parse_args(argv)
-    cfg = Config(threads=args.threads)
+    cfg = Config(threads=args.threads, data=args.data or ("fixture" if args.quick else DEFAULT_ROOT))
     if args.quick:
-        cfg = dataclasses.replace(cfg, pretrain_steps=60, finetune_steps=10, test_images=2000, calib_images=300,
+        cfg = dataclasses.replace(cfg, pretrain_steps=20, finetune_steps=10, test_images=1000, calib_images=300,
                                   lsq_images=64)
     return cfg, args.out
 

@@ -1,4 +1,4 @@
-"""Wall time of growing a resnet50 checkpoint (issue 3: under 5 s wall).
+"""Wall time of growing a resnet50 checkpoint (goal: under 5 s wall).
 
 Three views, each repeated and reported as the median (and min):
   process   `msurg grow CKPT --out OUT --force` as a whole process: interpreter start, imports,
@@ -13,19 +13,16 @@ temporary folder. CPU timings on a shared machine are noisy: the load average is
 results, the views are interleaved, and both 1 and 2 torch threads are measured (with another
 process busy on one of the 2 cores, 2 OpenMP threads are slower than 1).
 
-Usage:
-    python bench/grow_speed.py                    # 1 and 2 threads, ~2-4 min -> bench/results/grow_speed.json
-    python bench/grow_speed.py --threads 1        # one thread count only
-    python bench/grow_speed.py --model resnet18 --repeats 2 --out /tmp/gs.json
+Usage (from the repository root):
+    python -m bench.grow_speed                    # 1 and 2 threads, ~2-4 min -> bench/results/grow_speed.json
+    python -m bench.grow_speed --threads 1        # one thread count only
+    python -m bench.grow_speed --model resnet18 --repeats 2 --out /tmp/gs.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,15 +33,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.common import RESULTS, Run, goal, interleave, load_average, median, summary  # noqa: E402
+
 MSURG = str(Path(sys.executable).with_name("msurg"))
-GOAL_S = 5.0  # issue 3: growing a resnet50 checkpoint takes under 5 s wall
-
-
-def summary(times: list[float]) -> dict:
-    return {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
-            "runs_s": [round(t, 3) for t in times]}
-
+GOAL_S = 5.0  # growing a resnet50 checkpoint takes under 5 s wall
 
 def time_process(ckpt: Path, out: Path) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
@@ -100,59 +92,53 @@ def time_grow(ckpt: Path) -> float:
 
 
 def measure(ckpt: Path, out: Path, repeats: int) -> dict:
-    """The three views at the current torch thread count, interleaved so drifting load hits all alike."""
+    """The views at the current torch thread count, interleaved so drifting load hits all alike."""
     time_call(ckpt, out)  # warm-up: first-call costs (timm's registry, oneDNN kernels)
-    process, imports, call, fidelity, pure = [], [], [], [], []
-    for _ in range(repeats):
-        process.append(time_process(ckpt, out))
-        imports.append(time_imports())
-        seconds, check, report = time_call(ckpt, out)
-        call.append(seconds)
-        fidelity.append(check)
-        pure.append(time_grow(ckpt))
-    return {"threads": torch.get_num_threads(), "loadavg_before": os.getloadavg(),
+    views = {"process": lambda: time_process(ckpt, out), "imports": time_imports,
+             "call": lambda: time_call(ckpt, out), "grow": lambda: time_grow(ckpt)}
+    runs = interleave(views, repeats, warmup=0, self_timed=True)
+    process, imports, pure = runs["process"], runs["imports"], runs["grow"]
+    call, fidelity, reports = zip(*runs["call"])
+    return {"threads": torch.get_num_threads(), "loadavg_before": load_average(),
             "process": summary(process), "process_imports_only": summary(imports), "call": summary(call),
             "call_fidelity_check": summary(fidelity),
             "call_without_fidelity_check": summary([c - f for c, f in zip(call, fidelity)]),
-            "grow": summary(pure), "report": report,
-            "goal_met": {"process": statistics.median(process) < GOAL_S, "call": statistics.median(call) < GOAL_S,
-                         "grow": statistics.median(pure) < GOAL_S}}
+            "grow": summary(pure), "report": reports[-1],
+            "goal_met": {"process": median(process) < GOAL_S, "call": median(call) < GOAL_S,
+                         "grow": median(pure) < GOAL_S}}
 
 
-def main(model: str, repeats: int, threads: list[int], out_json: Path) -> dict:
-    load_start = os.getloadavg()
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt, out = Path(tmp) / "small.safetensors", Path(tmp) / "big.safetensors"
-        subprocess.run([MSURG, "shrink", model, "--out", str(ckpt)], check=True, capture_output=True)
-        size_mb = ckpt.stat().st_size / 2**20
-        for n in threads:
-            torch.set_num_threads(n)
-            runs.append(measure(ckpt, out, repeats))
-            r = runs[-1]
-            print(f"{model}, {n} thread(s): msurg grow process {r['process']['median_s']} s (start-up and imports "
-                  f"{r['process_imports_only']['median_s']} s), grow_file {r['call']['median_s']} s (fidelity check "
-                  f"{r['call_fidelity_check']['median_s']} s), grow() {r['grow']['median_s']} s; goal < {GOAL_S} s",
-                  flush=True)
-    result = {"model": model, "checkpoint_mib": round(size_mb, 1), "repeats": repeats, "goal_s": GOAL_S,
-              "runs": runs,
-              "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                          "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                          "loadavg_start": load_start, "loadavg_end": os.getloadavg()}}
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = out_json.with_suffix(".tmp")
-    tmp_json.write_text(json.dumps(result, indent=1))
-    tmp_json.replace(out_json)
-    print(f"load {load_start[0]:.1f} -> {result['machine']['loadavg_end'][0]:.1f} -> {out_json}")
-    return result
-
-
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.grow_speed", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet50")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", default="1,2",
                    help="torch thread counts to measure (OMP_NUM_THREADS for msurg); 1 wins on a loaded machine")
     p.add_argument("--out", type=Path, default=RESULTS / "grow_speed.json")
-    args = p.parse_args()
-    main(args.model, args.repeats, [int(t) for t in args.threads.split(",")], args.out)
+    args = p.parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",")]
+    run = Run("grow_speed", {"model": args.model, "repeats": args.repeats, "threads": threads, "goal_s": GOAL_S})
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt, out = Path(tmp) / "small.safetensors", Path(tmp) / "big.safetensors"
+        subprocess.run([MSURG, "shrink", args.model, "--out", str(ckpt)], check=True, capture_output=True)
+        size_mb = ckpt.stat().st_size / 2**20
+        for n in threads:
+            torch.set_num_threads(n)
+            runs.append(measure(ckpt, out, args.repeats))
+            r = runs[-1]
+            print(f"{args.model}, {n} thread(s): msurg grow process {r['process']['median_s']} s (start-up and imports "
+                  f"{r['process_imports_only']['median_s']} s), grow_file {r['call']['median_s']} s (fidelity check "
+                  f"{r['call_fidelity_check']['median_s']} s), grow() {r['grow']['median_s']} s; goal < {GOAL_S} s",
+                  flush=True)
+    goals = [goal(f"{args.model}_grow_process_under_5s_{r['threads']}_threads", r["process"]["median_s"], GOAL_S,
+                  r["goal_met"]["process"]) for r in runs]
+    data = {"model": args.model, "checkpoint_mib": round(size_mb, 1), "runs": runs}
+    result = run.finish(args.out, data, goals)
+    m = result["machine"]
+    print(f"load {m['loadavg_start'][0]:.1f} -> {m['loadavg_end'][0]:.1f} -> {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,9 +1,9 @@
-"""Cost of a low-mode training step against a full one (issue 4, SPEC §1.2).
+"""Cost of a low-mode training step against a full one (Nouri et al. 2019, §2.2 and §4).
 
 A step is zero_grad + forward + cross-entropy + backward + SGD step, timed on the same model in
 the same process, full and low steps interleaved (ABBA order) and repeated; we report medians
 and their ratio. Goal: a low step costs at most 40 % of a full one (the paper: 37 % for
-ResNet-18, 39 % for ResNet-50, on a GPU). Next to the times we count FLOPs (forward +
+ResNet-18, 39 % for ResNet-50, on a GPU, §4). Next to the times we count FLOPs (forward +
 backward, `torch.utils.flop_counter`), which bound the ratio independently of the machine,
 and profile one step of each mode by op category to show where the time goes.
 
@@ -15,7 +15,9 @@ Speed is a ratio taken in one process; on a shared machine other jobs still skew
 result records the load average and the OpenMP wait policy, and `--threads 2,1` adds a
 single-thread pass, which suffers less when the cores are oversubscribed.
 
-Run: python bench/lowmode_cost.py [--repeats N] [--threads 2[,1]] [--out PATH]
+Usage (from the repository root):
+    python -m bench.lowmode_cost [--repeats N] [--threads 2[,1]] [--out PATH]
+    python -m bench.lowmode_cost --quick --out /tmp/lm.json    # smoke run: ResNet-18, 2 repeats, batch 8
 """
 
 from __future__ import annotations
@@ -23,14 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
-import platform
-import statistics
-import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # OpenMP threads that sleep instead of spinning at barriers: on a shared 2-core machine a
@@ -44,6 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from bench.common import RESULTS, Run, goal, interleave, load_average, median  # noqa: E402
 from modelsurgery.lowmode import low_mode  # noqa: E402
 
 
@@ -62,7 +60,7 @@ class Config:
     repeats: int = 15  # timed steps per mode
     lr: float = 0.01  # SGD, momentum 0.9
     goal: float = 0.40  # low/full step-time ratio to reach
-    out: str = "bench/results/lowmode_cost.json"
+    out: str = str(RESULTS / "lowmode_cost.json")
 
 
 def make_step(model, opt, x, y, low_kwargs):
@@ -90,26 +88,21 @@ def setup(name: str, cfg: Config):
 
 
 def time_steps(step, cfg: Config) -> dict:
-    for _ in range(cfg.warmup):
-        step(False)
-        step(True)
-    phases = {False: [], True: []}
-    for i in range(cfg.repeats):
-        for mode in ((False, True) if i % 2 == 0 else (True, False)):
-            phases[mode].append(step(mode))
-    full, low = ([sum(p) for p in phases[m]] for m in (False, True))
+    phases = interleave({"full": lambda: step(False), "low": lambda: step(True)}, cfg.repeats, cfg.warmup,
+                        self_timed=True)
+    full, low = ([sum(p) for p in phases[m]] for m in ("full", "low"))
     pair = sorted(lo / fu for lo, fu in zip(low, full))
-    split = {("low" if m else "full"): {name: round(1e3 * statistics.median(p[k] for p in phases[m]), 1)
-                                        for k, name in enumerate(("forward", "backward", "optimizer"))}
-             for m in (False, True)}
+    split = {m: {name: round(1e3 * median(p[k] for p in phases[m]), 1)
+                 for k, name in enumerate(("forward", "backward", "optimizer"))}
+             for m in ("full", "low")}
     return {
-        "full_ms_median": 1e3 * statistics.median(full),
-        "low_ms_median": 1e3 * statistics.median(low),
+        "full_ms_median": 1e3 * median(full),
+        "low_ms_median": 1e3 * median(low),
         "full_ms_min": 1e3 * min(full),
         "low_ms_min": 1e3 * min(low),
-        "ratio": statistics.median(low) / statistics.median(full),
+        "ratio": median(low) / median(full),
         "ratio_of_minima": min(low) / min(full),
-        "pair_ratio_quartiles": [pair[len(pair) // 4], statistics.median(pair), pair[(3 * len(pair)) // 4]],
+        "pair_ratio_quartiles": [pair[len(pair) // 4], median(pair), pair[(3 * len(pair)) // 4]],
         "phase_ms_median": split,
     }
 
@@ -153,7 +146,7 @@ def measure(name: str, low_kwargs: dict, threads: int, cfg: Config) -> dict:
     model, opt, x, y = setup(name, cfg)
     step = make_step(model, opt, x, y, low_kwargs)
     run = {"model": name, "low_mode_kwargs": low_kwargs, "paper_setting": not low_kwargs,
-           "threads": threads, "loadavg_start": os.getloadavg()[0]}
+           "threads": threads, "loadavg_start": load_average()[0]}
     run |= time_steps(step, cfg)
     run |= count_flops(model, x, y, low_kwargs)
     run["profile_self_ms"] = profile_breakdown(step)
@@ -164,44 +157,34 @@ def measure(name: str, low_kwargs: dict, threads: int, cfg: Config) -> dict:
     return run
 
 
-def git_rev() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(cfg: Config) -> dict:
-    results = {
-        "config": dataclasses.asdict(cfg),
-        "machine": {
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "timm": timm.__version__,
-            "threads": list(cfg.threads), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "loadavg_before": os.getloadavg(),
-        },
-        "git_rev": git_rev(),
-        "runs": [],
-    }
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}
+    run = Run("lowmode_cost", {**settings, "timm": timm.__version__,
+                               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")})
+    runs = []
     for threads in cfg.threads:
         torch.set_num_threads(threads)
         for name, low_kwargs in cfg.runs:
-            results["runs"].append(measure(name, low_kwargs, threads, cfg))
-    results["machine"]["loadavg_after"] = os.getloadavg()
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(out)
-    return results
+            runs.append(measure(name, low_kwargs, threads, cfg))
+    return run.finish(cfg.out, {"runs": runs}, [goal(goal_name(r, cfg.goal), r["ratio"], cfg.goal, r["goal_met"])
+                                                for r in runs])
+
+
+def goal_name(run: dict, limit: float) -> str:
+    """E.g. `resnet50_skip_stem_pool_False_low_step_at_most_40pct_2_threads`."""
+    variant = "".join(f"_{k}_{v}" for k, v in run["low_mode_kwargs"].items())
+    return f"{run['model']}{variant}_low_step_at_most_{round(limit * 100)}pct_{run['threads']}_threads"
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.lowmode_cost", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=Config.repeats)
     parser.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 2,1")
     parser.add_argument("--out", default=Config.out)
+    parser.add_argument("--quick", action="store_true", help="smoke run: ResNet-18 only, batch 8, 2 repeats")
     args = parser.parse_args()
     threads = tuple(int(t) for t in args.threads.split(","))
-    main(Config(repeats=args.repeats, threads=threads, out=args.out))
+    cfg = Config(repeats=args.repeats, threads=threads, out=args.out)
+    if args.quick:
+        cfg = dataclasses.replace(cfg, runs=[("resnet18", {})], batch=8, warmup=1, repeats=2)
+    main(cfg)

@@ -1,4 +1,4 @@
-"""Measured pre-train speed-up per training step against the Eq. 3 prediction (issue 7).
+"""Measured pre-train speed-up per training step against the Eq. 3 prediction (de Gusmão et al. 2016, §3.1).
 
 For each model, one training step (forward, cross-entropy, backward, SGD step) of the target at
 its target size and of its pre-train network at the plan's default pre-train size are timed,
@@ -17,9 +17,9 @@ After the timed steps one more step of each network runs under torch.profiler, s
 CPU time into convolution kernels and the rest (BatchNorm, ReLU, pooling, pads, the optimizer):
 Eq. 3 counts conv multiplications only, while the rest scales with the feature-map area (s1²).
 
-Usage:
-    python bench/pretrain_speedup.py                      # all six models, ~10-15 min on 2 cores
-    python bench/pretrain_speedup.py --models resnet18 --repeats 3 --batch 4 --out /tmp/x.json
+Usage (from the repository root):
+    python -m bench.pretrain_speedup                      # all six models, ~10-15 min on 2 cores
+    python -m bench.pretrain_speedup --models resnet18 --repeats 3 --batch 4 --out /tmp/x.json
 
 On a machine with CUDA the GPU path (bf16 autocast, channels_last) is measured as well; on the
 CPU the output and the JSON say that it was not.
@@ -28,11 +28,7 @@ CPU the output and the JSON say that it was not.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,36 +39,15 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.common import RESULTS, Run, goal, interleave, median  # noqa: E402
 from modelsurgery.cost import cost_table  # noqa: E402
 from modelsurgery.shrink import shrink  # noqa: E402
 from modelsurgery.zoo import rebuild  # noqa: E402
 
 MODELS = ["resnet18", "resnet34", "resnet50", "efficientnet_b0", "convnext_tiny", "torchvision:vgg16"]
 HEAVY = {"torchvision:vgg16": 5}  # repeats cap: a VGG-16 target step at batch 32 takes ~10 s on 2 cores
-RESULTS = Path(__file__).resolve().parent / "results"
-GOAL_R34 = 4.0  # issue 7: ResNet-34 pre-train step at least 4x faster
-GOAL_FRACTION = 0.85  # issue 7: every ResNet reaches 85 % of its Eq. 3 speed-up
-
-
-def machine_info(threads: int) -> dict:
-    """Platform, CPU, versions and thread count (load averages are added by the caller)."""
-    import timm
-    import torchvision
-
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, check=False).stdout.strip()
-    except OSError:
-        rev = ""
-    return {"platform": platform.platform(), "processor": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-            "torchvision": torchvision.__version__, "threads": threads, "git_revision": rev,
-            "cuda": torch.cuda.is_available()}
+GOAL_R34 = 4.0  # ResNet-34 pre-train step at least 4x faster
+GOAL_FRACTION = 0.85  # every ResNet reaches 85 % of its Eq. 3 speed-up
 
 
 class Step:
@@ -105,18 +80,8 @@ class Step:
 
 def time_pair(target: Step, pretrain: Step, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
     """Interleaved timings in ABBA order, after `warmup` untimed steps of each."""
-    for _ in range(warmup):
-        target()
-        pretrain()
-    t_times, p_times = [], []
-    for i in range(repeats):
-        if i % 2 == 0:
-            t_times.append(target())
-            p_times.append(pretrain())
-        else:
-            p_times.append(pretrain())
-            t_times.append(target())
-    return t_times, p_times
+    times = interleave({"target": target, "pretrain": pretrain}, repeats, warmup, self_timed=True)
+    return times["target"], times["pretrain"]
 
 
 def conv_breakdown(step: Step) -> dict:
@@ -146,9 +111,9 @@ def profile_pair(target: Step, pretrain: Step, predicted: float) -> dict:
 
 
 def summarize(t_times: list[float], p_times: list[float]) -> dict:
-    t_med, p_med = statistics.median(t_times), statistics.median(p_times)
+    t_med, p_med = median(t_times), median(p_times)
     return {"target_s": t_times, "pretrain_s": p_times, "target_median_s": t_med, "pretrain_median_s": p_med,
-            "speedup": t_med / p_med, "speedup_paired_median": statistics.median(a / b for a, b in zip(t_times, p_times))}
+            "speedup": t_med / p_med, "speedup_paired_median": median(a / b for a, b in zip(t_times, p_times))}
 
 
 def measure_model(name: str, args) -> dict:
@@ -191,20 +156,20 @@ def cpu_keys(rec: dict) -> list[str]:
     return [k for k in rec if k == "cpu" or k.startswith("cpu_")]
 
 
-def goals(records: list[dict]) -> dict:
-    """Issue 7's goals, evaluated for every measured CPU memory format."""
+def goals(records: list[dict]) -> list[dict]:
+    """The goals, evaluated for every measured CPU memory format."""
     by_name = {r["model"]: r for r in records}
-    out = {}
+    out = []
     for key in cpu_keys(records[0]) if records else []:
         fmt = "" if key == "cpu" else "_" + key.removeprefix("cpu_")
         if "resnet34" in by_name:
             value = by_name["resnet34"][key]["speedup"]
-            out[f"resnet34_speedup_at_least_4x{fmt}"] = {"value": value, "goal": GOAL_R34, "met": value >= GOAL_R34}
+            out.append(goal(f"resnet34_speedup_at_least_4x{fmt}", value, GOAL_R34, value >= GOAL_R34))
         resnets = [r for r in records if r["model"].startswith("resnet")]
         if resnets:
             values = {r["model"]: r[key]["ratio_to_predicted"] for r in resnets}
-            out[f"resnets_at_least_85pct_of_eq3{fmt}"] = {"values": values, "goal": GOAL_FRACTION,
-                                                          "met": all(v >= GOAL_FRACTION for v in values.values())}
+            out.append(goal(f"resnets_at_least_85pct_of_eq3{fmt}", values, GOAL_FRACTION,
+                            all(v >= GOAL_FRACTION for v in values.values())))
     return out
 
 
@@ -237,7 +202,7 @@ def plot(records: list[dict], path: Path, info: dict) -> None:
     ax.set_xticks(list(xs), names, fontsize=8)
     ax.set_ylabel("pre-train speed-up per step (x)")
     ax.set_ylim(0, top * 1.25)
-    load = info.get("loadavg_start", [None])[0]
+    load = (info.get("loadavg_start") or [float("nan")])[0]
     ax.set_title(f"Pre-train vs target SGD step on the CPU, batch {records[0]['batch']}, {info['threads']} threads, "
                  f"{info['processor'][:28]}, load {load:.1f}", fontsize=8)
     ax.legend(fontsize=8, loc="upper left")
@@ -247,7 +212,7 @@ def plot(records: list[dict], path: Path, info: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.pretrain_speedup", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated model specs")
     ap.add_argument("--repeats", type=int, default=9, help="timed steps per network (VGG-16 capped at 5)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per network first")
@@ -262,48 +227,47 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    info = machine_info(args.threads)
-    info["loadavg_start"] = list(os.getloadavg())
+    run = Run("pretrain_speedup", {
+        "models": args.models.split(","), "batch": args.batch, "repeats": args.repeats, "repeats_cap": HEAVY,
+        "warmup": args.warmup, "threads": args.threads, "num_classes": args.num_classes,
+        "optimizer": "SGD(lr=1e-3, momentum=0.9, wd=1e-4)", "order": "interleaved ABBA",
+        "speedup": "median(target) / median(pre-train)", "memory_formats": args.memory_formats.split(","),
+        "keys": "cpu = contiguous (NCHW, PyTorch's default); cpu_channels_last = both networks "
+                "in channels_last; measured_speedup / ratio_to_predicted = the first format"})
     if not torch.cuda.is_available():
         print("GPU path (bf16 autocast, channels_last): not measured, CUDA is not available")
-    start = time.perf_counter()
     records = []
     for name in args.models.split(","):
         rec = measure_model(name.strip(), args)
         records.append(rec)
-        for key in cpu_keys(rec):
-            c = rec[key]
-            print(f"{name:18s} {key:17s} {rec['target_size']}px {c['target_median_s']:7.3f} s  vs  "
-                  f"{rec['pretrain_size']}px {c['pretrain_median_s']:7.3f} s   measured {c['speedup']:.2f}x (paired "
-                  f"{c['speedup_paired_median']:.2f}x)   Eq. 3 {rec['predicted_speedup']:.2f}x   "
-                  f"ratio {c['ratio_to_predicted']:.0%}   [{rec['repeats']} repeats, {c['wall_s']:.0f} s]", flush=True)
-            if "profile" in c:
-                pr = c["profile"]
-                print(f"{'':36s} profiled: convs alone {pr['conv_speedup']:.2f}x ({pr['conv_ratio_to_predicted']:.0%} of "
-                      f"Eq. 3, {pr['conv_share_target']:.0%} of the target step), the rest {pr['other_speedup']:.2f}x; "
-                      f"ceiling with Eq. 3 convs {pr['ceiling']:.2f}x", flush=True)
-        if rec["gpu"] is not None:
-            print(f"{'':18s} GPU bf16 channels_last: {rec['gpu']['speedup']:.2f}x")
-    info["loadavg_end"] = list(os.getloadavg())
-    info["runtime_s"] = time.perf_counter() - start
-    result = {"benchmark": "pretrain_speedup", "machine": info,
-              "settings": {"batch": args.batch, "repeats": args.repeats, "repeats_cap": HEAVY, "warmup": args.warmup,
-                           "num_classes": args.num_classes, "optimizer": "SGD(lr=1e-3, momentum=0.9, wd=1e-4)",
-                           "order": "interleaved ABBA", "speedup": "median(target) / median(pre-train)",
-                           "memory_formats": args.memory_formats.split(","),
-                           "keys": "cpu = contiguous (NCHW, PyTorch's default); cpu_channels_last = both networks "
-                                   "in channels_last; measured_speedup / ratio_to_predicted = the first format"},
-              "gpu_path": ("measured" if torch.cuda.is_available()
-                           else "not measured: CUDA is not available on this machine (bf16 autocast, channels_last)"),
-              "models": records, "goals": goals(records)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    plot(records, args.out.with_suffix(".png"), info)
-    for key, goal in result["goals"].items():
-        print(f"goal {key}: {'met' if goal['met'] else 'NOT met'}")
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {info['runtime_s']:.0f} s "
-          f"(load {info['loadavg_start'][0]:.2f} -> {info['loadavg_end'][0]:.2f})")
+        report(name, rec)
+    gpu = ("measured" if torch.cuda.is_available()
+           else "not measured: CUDA is not available on this machine (bf16 autocast, channels_last)")
+    result = run.finish(args.out, {"gpu_path": gpu, "models": records}, goals(records))
+    plot(records, args.out.with_suffix(".png"), result["machine"])
+    for g in result["goals"]:
+        print(f"goal {g['name']}: {'met' if g['met'] else 'NOT met'}")
+    m = result["machine"]
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {m['runtime_s']:.0f} s "
+          f"(load {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f})")
     return result
+
+
+def report(name: str, rec: dict) -> None:
+    """Print one model's timings as they come in."""
+    for key in cpu_keys(rec):
+        c = rec[key]
+        print(f"{name:18s} {key:17s} {rec['target_size']}px {c['target_median_s']:7.3f} s  vs  "
+              f"{rec['pretrain_size']}px {c['pretrain_median_s']:7.3f} s   measured {c['speedup']:.2f}x (paired "
+              f"{c['speedup_paired_median']:.2f}x)   Eq. 3 {rec['predicted_speedup']:.2f}x   "
+              f"ratio {c['ratio_to_predicted']:.0%}   [{rec['repeats']} repeats, {c['wall_s']:.0f} s]", flush=True)
+        if "profile" in c:
+            pr = c["profile"]
+            print(f"{'':36s} profiled: convs alone {pr['conv_speedup']:.2f}x ({pr['conv_ratio_to_predicted']:.0%} of "
+                  f"Eq. 3, {pr['conv_share_target']:.0%} of the target step), the rest {pr['other_speedup']:.2f}x; "
+                  f"ceiling with Eq. 3 convs {pr['ceiling']:.2f}x", flush=True)
+    if rec["gpu"] is not None:
+        print(f"{'':18s} GPU bf16 channels_last: {rec['gpu']['speedup']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,33 +1,25 @@
-"""Wall time of `msurg shrink resnet34 --out small.safetensors` as a whole process (issue 2: < 10 s).
+"""Wall time of `msurg shrink resnet34 --out small.safetensors` as a whole process (goal: < 10 s).
 
 Also times the shrink call alone, after the imports, in this process. Writes
-bench/results/shrink_speed.json with machine info and the load average before and after.
+bench/results/shrink_speed.json with machine info and the load average at start and end.
 
-    python bench/shrink_speed.py [--repeats 5] [--model resnet34]
+Usage (from the repository root):
+    python -m bench.shrink_speed [--repeats 5] [--model resnet34] [--out PATH]
+    python -m bench.shrink_speed --model resnet18 --repeats 1 --out /tmp/ss.json   # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.common import RESULTS, Run, goal, median
 
-
-def machine() -> dict:
-    import torch
-
-    return {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "loadavg": os.getloadavg()}
+GOAL_S = 10.0
 
 
 def time_cli(model: str, repeats: int) -> list[float]:
@@ -58,28 +50,26 @@ def time_api(model: str, repeats: int) -> tuple[float, list[float]]:
     return imports, calls
 
 
-def main() -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.shrink_speed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet34")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    before = os.getloadavg()
+    parser.add_argument("--out", type=Path, default=RESULTS / "shrink_speed.json")
+    args = parser.parse_args(argv)
+    run = Run("shrink_speed", {"model": args.model, "repeats": args.repeats})
     cli = time_cli(args.model, args.repeats)
     imports, api = time_api(args.model, args.repeats)
-    result = {
-        "command": f"msurg shrink {args.model} --out small.safetensors",
-        "cli_wall_s": cli, "cli_wall_median_s": statistics.median(cli),
-        "api_imports_s": imports, "api_shrink_and_save_s": api, "api_median_s": statistics.median(api),
-        "goal_s": 10.0, "goal_met": statistics.median(cli) < 10.0,
-        "machine": {**machine(), "loadavg_before": before, "loadavg_after": os.getloadavg()},
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "shrink_speed.json").write_text(json.dumps(result, indent=1))
-    print(f"msurg shrink {args.model}: median {result['cli_wall_median_s']:.2f} s wall as a process "
-          f"(goal < 10 s: {'met' if result['goal_met'] else 'NOT met'}); after imports "
-          f"{result['api_median_s']:.2f} s; load {before[0]:.2f}")
+    data = {"command": f"msurg shrink {args.model} --out small.safetensors",
+            "cli_wall_s": cli, "cli_wall_median_s": median(cli),
+            "api_imports_s": imports, "api_shrink_and_save_s": api, "api_median_s": median(api)}
+    result = run.finish(args.out, data, [goal("shrink_process_under_10s", median(cli), GOAL_S, median(cli) < GOAL_S)])
+    met = result["goals"][0]["met"]
+    print(f"msurg shrink {args.model}: median {data['cli_wall_median_s']:.2f} s wall as a process "
+          f"(goal < 10 s: {'met' if met else 'NOT met'}); after imports {data['api_median_s']:.2f} s; "
+          f"load {result['machine']['loadavg_start'][0]:.2f}; wrote {args.out}")
     return result
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Time to accuracy on the full Fashion-MNIST: the baseline and every recipe, in one run.
 
 Every method trains the same model on the same schedule from the same seed:
 
-- model: `FashionResNet-18`, width 8 (recipes/nets.py): the ResNet-18 layout (2-2-2-2 basic
+- model: `FashionResNet-18`, width 8 (`modelsurgery.nets`): the ResNet-18 layout (2-2-2-2 basic
   blocks, stage widths 8-16-32-64), 1 channel, 28 px, a 3×3 stride-1 stem and no max-pool, so
   the stages see 28, 14, 7 and 4 px maps. Why this one: an ImageNet stem (7×7/2 and a max-pool)
   leaves 7 px maps after the stem and 1×1 maps in layer4 at 28 px, where 3×3 kernels see mostly
@@ -16,8 +15,8 @@ Every method trains the same model on the same schedule from the same seed:
 - schedule: SGD, momentum 0.9, weight decay 5e-4, batch 256, LR 0.1 dropping ×0.1 at epoch 6,
   8 epochs; no augmentation. Kernel rescaling grows at epoch 4 (two epochs before the drop,
   the paper's choice); low mode runs p = 0.5 with full-mode epochs after the LR change
-  (Algorithm 1); progressive resizing ramps 16 → 28 px (gradual, multiples of 4) or steps once.
-- coarse-to-fine (§1.3) needs a network whose classifier sees the feature map, so it runs the
+  (Nouri et al. 2019, Algorithm 1); progressive resizing ramps 16 → 28 px (gradual, multiples of 4) or steps once.
+- coarse-to-fine (Liu et al. 2016) needs a network whose classifier sees the feature map, so it runs the
   `C2FNet` family (8 → 16 → 32 px) against its own baseline (the last stage trained at 32 px
   from scratch), on the same schedule and seed.
 
@@ -26,8 +25,11 @@ epoch within 0.3 points, and its saving is 1 − t_method / t_baseline with both
 to that target (training wall time; evaluation excluded). Wall time is the metric, so the run
 waits for a quiet machine first (`--wait-load`), and records the load averages around every run.
 
-    python bench/time_to_accuracy.py                      # ~25 min on 2 quiet cores
-    python bench/time_to_accuracy.py --methods kernel_rescaling,low_mode
+Usage (from the repository root):
+    python -m bench.time_to_accuracy                      # ~25 min on 2 quiet cores
+    python -m bench.time_to_accuracy --methods kernel_rescaling,low_mode
+    python -m bench.time_to_accuracy --data fixture --max-batches 2 --epochs 2 --speed-steps 1 \
+        --wait-load none --methods kernel_rescaling --out /tmp/tta --runs /tmp/tta/runs   # smoke run
 
 Writes bench/results/time_to_accuracy.json and .png (runs' own outputs: runs/bench-<time>/).
 """
@@ -36,33 +38,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
-
-import coarse_to_fine  # noqa: E402
-import kernel_rescaling  # noqa: E402
-import low_mode  # noqa: E402
-import progressive_resizing  # noqa: E402
-from modelsurgery.lowmode import low_mode as low_mode_context  # noqa: E402
-from modelsurgery.shrink import shrink  # noqa: E402
-from modelsurgery.train import DEFAULT_ROOT, MultiStep, seed_everything  # noqa: E402
-from modelsurgery.train.report import (compare, format_table, git_revision, load_dataset, machine_info,  # noqa: E402
-                                       parse_config, plot_panels, train_baseline, write_results)
-from modelsurgery.nets import C2FNet, build_model  # noqa: E402
+from bench.common import RESULTS, ROOT, Run, goal, interleave, load_average, median
+from modelsurgery.lowmode import low_mode as low_mode_context
+from modelsurgery.nets import C2FNet, build_model
+from modelsurgery.shrink import shrink
+from modelsurgery.train import DEFAULT_ROOT, MultiStep, seed_everything
+from modelsurgery.train.report import compare, format_table, load_dataset, parse_config, plot_panels, train_baseline
+from recipes import coarse_to_fine, kernel_rescaling, low_mode, progressive_resizing
 
 METHODS = ("kernel_rescaling", "low_mode", "progressive_gradual", "progressive_step", "coarse_to_fine",
            "kernel_rescaling+low_mode")
 # What fits in 30 minutes on 2 cores; progressive_step and the stretch run when asked for.
 DEFAULT_METHODS = ("kernel_rescaling", "low_mode", "progressive_gradual", "coarse_to_fine")
-GOALS = {"kernel_rescaling": 0.20, "low_mode": 0.15}   # issue 5: saved wall time to the baseline's accuracy
+GOALS = {"kernel_rescaling": 0.20, "low_mode": 0.15}   # saved wall time to the baseline's accuracy
 
 
 @dataclass
@@ -70,10 +64,10 @@ class Config:
     """Time to accuracy: baseline and every recipe on full Fashion-MNIST, same model, schedule and seed."""
 
     data: str = DEFAULT_ROOT            # IDX folder with Fashion-MNIST (or "fixture" for a smoke run)
-    out: str = str(ROOT / "bench" / "results")  # folder for time_to_accuracy.json and .png
+    out: str = str(RESULTS)             # folder for time_to_accuracy.json and .png
     runs: str | None = None             # folder for the runs' own outputs; default runs/bench-<date-time>
     methods: tuple[str, ...] = DEFAULT_METHODS  # methods besides the baseline; also progressive_step, kernel_rescaling+low_mode
-    model: str = "fashion-resnet18"     # the shared model (recipes/nets.py)
+    model: str = "fashion-resnet18"     # the shared model (modelsurgery.nets)
     width: int = 8                      # channels of its first stage
     epochs: int = 8                     # epochs of the shared schedule
     milestones: tuple[int, ...] = (6,)  # epochs at whose start the LR drops x0.1
@@ -89,10 +83,10 @@ class Config:
 def wait_for_quiet(limit: float | None, max_wait: float) -> list[float]:
     """Poll the load average every 60 s until the 1-minute value is below `limit`; return it."""
     start = time.monotonic()
-    while limit is not None and os.getloadavg()[0] >= limit and time.monotonic() - start < max_wait:
-        print(f"waiting for a quiet machine: load {os.getloadavg()[0]:.2f} >= {limit}", flush=True)
+    while limit is not None and load_average()[0] >= limit and time.monotonic() - start < max_wait:
+        print(f"waiting for a quiet machine: load {load_average()[0]:.2f} >= {limit}", flush=True)
         time.sleep(60)
-    return [round(v, 2) for v in os.getloadavg()]
+    return load_average()
 
 
 def step_time(model, size: int, batch: int, steps: int, context=None) -> float:
@@ -100,16 +94,15 @@ def step_time(model, size: int, batch: int, steps: int, context=None) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(batch, 1, size, size), torch.randint(0, 10, (batch,))
     model.train()
-    times = []
-    for _ in range(steps + 2):
-        start = time.perf_counter()
+
+    def step() -> None:
         with context() if context else contextlib.nullcontext():
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
         opt.step()
-        times.append(time.perf_counter() - start)
-    return sorted(times[2:])[len(times[2:]) // 2]
+
+    return median(interleave({"step": step}, steps, warmup=2)["step"])
 
 
 def speed_table(cfg: Config) -> dict:
@@ -167,7 +160,7 @@ def run_methods(cfg: Config, runs_dir: Path) -> tuple[dict, dict, dict]:
     for name, module, overrides in plan:
         if name not in cfg.methods and name != "baseline":
             continue
-        before = [round(v, 2) for v in os.getloadavg()]
+        before = load_average()
         print(f"== {name} (load {before})", flush=True)
         if module is None:
             resnet["baseline"] = run_baseline(cfg, runs_dir / name / "baseline")
@@ -176,7 +169,7 @@ def run_methods(cfg: Config, runs_dir: Path) -> tuple[dict, dict, dict]:
             for run_name, run in result["runs"].items():
                 target = c2f if module is coarse_to_fine else resnet
                 target["c2f_baseline" if module is coarse_to_fine and run_name == "baseline" else run_name] = run
-        loads[name] = {"before": before, "after": [round(v, 2) for v in os.getloadavg()]}
+        loads[name] = {"before": before, "after": load_average()}
     return resnet, c2f, loads
 
 
@@ -186,34 +179,31 @@ def main(cfg: Config) -> dict:
     if unknown:
         raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
     load_start = wait_for_quiet(cfg.wait_load, cfg.max_wait)
-    started = time.perf_counter()
+    run = Run("time_to_accuracy", cfg)
     runs_dir = Path(cfg.runs or ROOT / "runs" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"per-step speed (batch {cfg.batch_size}, load {load_start}):", flush=True)
     speed = speed_table(cfg) if cfg.speed_steps else {}
     resnet, c2f, loads = run_methods(cfg, runs_dir)
     rows = compare(resnet, "baseline")
     c2f_rows = compare(c2f, "c2f_baseline") if c2f else []
-    goals = {name: {"saved_at_least": goal, "saved": resnet[name]["saved"],
-                    "met": resnet[name]["saved"] is not None and resnet[name]["saved"] >= goal}
-             for name, goal in GOALS.items() if name in resnet}
-    results = {"benchmark": "time_to_accuracy", "config": cfg, "git_revision": git_revision(),
-               "machine": machine_info(), "loadavg_start": load_start, "loadavg_end": machine_info()["loadavg"],
-               "loadavg_runs": loads, "bench_seconds": round(time.perf_counter() - started, 1),
-               "step_speed": speed, "goals": goals,
-               "table": format_table(rows), "c2f_table": format_table(c2f_rows) if c2f_rows else None,
-               "comparison": rows, "c2f_comparison": c2f_rows, "runs": {**resnet, **c2f}}
+    goals = [goal(f"{name}_saves_at_least_{round(target * 100)}pct_to_target", resnet[name]["saved"], target,
+                  resnet[name]["saved"] is not None and resnet[name]["saved"] >= target)
+             for name, target in GOALS.items() if name in resnet]
+    data = {"loadavg_runs": loads, "step_speed": speed, "table": format_table(rows),
+            "c2f_table": format_table(c2f_rows) if c2f_rows else None, "comparison": rows, "c2f_comparison": c2f_rows,
+            "runs": {**resnet, **c2f}}
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_results(out / "time_to_accuracy.json", results)
+    results = run.finish(out / "time_to_accuracy.json", data, goals)
     panels = [("FashionResNet-18 w8", resnet, resnet["baseline"]["final_acc"])]
     if c2f:
         panels.append(("C2FNet (coarse-to-fine)", c2f, c2f["c2f_baseline"]["final_acc"]))
     plot_panels(out / "time_to_accuracy.png", panels)
-    print(results["table"])
+    print(data["table"])
     if c2f_rows:
-        print(results["c2f_table"])
-    print(f"goals: {goals}\nload average start {load_start}, end {results['loadavg_end']}; "
-          f"{results['bench_seconds']:.0f} s in all; results in {out / 'time_to_accuracy.json'}")
+        print(data["c2f_table"])
+    m = results["machine"]
+    print(f"goals: {goals}\nload average start {m['loadavg_start']}, end {m['loadavg_end']}; "
+          f"{m['runtime_s']:.0f} s in all; results in {out / 'time_to_accuracy.json'}")
     return results
 
 
