@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,23 +24,34 @@ from modelsurgery.methods import (CoarseToFine, Compose, KernelRescaling, LowMod
 from modelsurgery.nets import C2FNet, FashionResNet
 
 EXAMPLE_MARKER = "Example: kernel rescaling in a plain PyTorch loop"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def example_code(text: str) -> str:
-    """The indented code block after the example's heading line in `text`."""
-    after = text.split(EXAMPLE_MARKER, 1)[1].split("\n", 1)[1]
-    return textwrap.dedent(after)
+def readme_example() -> str:
+    """The fenced python block between the README's plain-loop markers."""
+    block = README.read_text().split("<!-- plain-loop:start -->", 1)[1].split("<!-- plain-loop:end -->", 1)[0]
+    return block.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-def test_plain_loop_example():
-    """The documented loop runs as written and ends with a trained, grown target."""
+def docstring_example() -> str:
+    """The indented code block after the example's heading line in `modelsurgery.methods`' docstring."""
+    after = modelsurgery.methods.__doc__.split(EXAMPLE_MARKER, 1)[1].split("\n", 1)[1]
+    return textwrap.dedent(after).strip() + "\n"
+
+
+def test_plain_loop_example_in_the_readme_runs():
+    """The README's loop runs as written and ends with a trained, grown target."""
     namespace: dict = {}
-    exec(compile(example_code(modelsurgery.methods.__doc__), "plain-loop example", "exec"), namespace)
+    exec(compile(readme_example(), "README plain-loop example", "exec"), namespace)
     kr, model = namespace["kr"], namespace["model"]
     assert kr.form == "target" and kr.input_size == 28 and model is not kr.model
     assert model.conv1.weight.shape[-2:] == (3, 3) and kr.model.conv1.weight.shape[-2:] == (2, 2)
     FashionResNet(width=4).load_state_dict(model.state_dict(), strict=True)   # the target's keys and shapes
     assert namespace["loss"].item() < math.log(10)                            # below chance: it learned
+
+
+def test_docstring_example_is_the_readme_example():
+    assert docstring_example().strip() == readme_example().strip()
 
 
 # ---- validation: one clear error per bad hyperparameter ------------------------------------------

@@ -31,6 +31,7 @@ import torch
 from ..checkpoint import atomic_write
 from ..plan import Plan
 from .dist import dist_info
+from .machine import machine_info
 
 __all__ = ["TOLERANCE", "time_to_accuracy", "summarize", "compare", "format_table", "write_results",
            "git_revision", "machine_info", "finish"]
@@ -138,17 +139,6 @@ def git_revision(path: str | os.PathLike | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    """What the timings depend on: torch version and threads, CPU count, load averages now."""
-    info: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                            "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()}
-    try:
-        info["loadavg"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        info["loadavg"] = None
-    return info
 
 
 def finish(out: str | os.PathLike, method: str, config: Any, runs: dict[str, dict[str, Any]], *,
