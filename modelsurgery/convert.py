@@ -92,6 +92,7 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNS
     path = save(out, small, plan, force=force)
     return FileReport("shrink", path, plan, method=method if weights is not None else None)
 
+
 # --- grow ----------------------------------------------------------------------------------------
 
 FIDELITY_IMAGES = 8  # fixture test images in the post-grow check (a fixed batch; ~0.5 s for resnet50)

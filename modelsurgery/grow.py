@@ -20,7 +20,7 @@ from .errors import CheckpointError, ConversionError, InputSizeError, PlanError
 from .layers import set_module
 from .plan import ConvSite, Plan
 from .resize import pad_fc_gaussian, resize_fc, resize_kernel
-from .trace import first_line, flatten_source_hw
+from .trace import analyze, first_line, flatten_source_hw, meta_copy
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "FC_MODES", "grow", "plan_at", "grow_size", "downscale_state_dict",
            "recalibrate_bn", "fit_least_squares"]
@@ -128,7 +128,6 @@ def plan_at(plan: Plan, to: int | None = None, model: nn.Module | None = None) -
     to = grow_size(plan, to)
     if to == plan.target_size:
         return plan.replace(form="target")
-    from .trace import analyze, meta_copy
     from .zoo import rebuild
 
     probe = meta_copy(model if model is not None else rebuild(plan.source))
