@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from .errors import CheckpointError, OutputExistsError, PlanError
 from .plan import Plan
+from .trace import first_line
 
 __all__ = ["save", "load", "save_state_dict", "read_state_dict", "read_plan", "atomic_write",
            "check_output", "verify_state_dict", "warn_nonfinite", "META_VERSION", "META_FORM", "META_PLAN"]
@@ -169,12 +170,6 @@ def read_state_dict(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 TRAIN_STATE_PREFIX = "train_state/"  # optimizer and RNG tensors of training checkpoints
 
 
-def _first_line(err: BaseException, limit: int) -> str:
-    """The first line of an error's message, or its type when the message is empty (torch.load on an empty file)."""
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else type(err).__name__)[:limit]
-
-
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
@@ -183,7 +178,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(TRAIN_STATE_PREFIX)}
     except Exception as err:  # SafetensorError and OSError variants
-        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file ({_first_line(err, 120)}); "
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file ({first_line(err, 120)}); "
                               "it may be truncated or corrupt. Hint: re-create it, or pass a .pt/.pth file") from None
     return tensors, meta
 
@@ -192,11 +187,11 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = _first_line(err, 160)
+        first = first_line(err, 160)
         raise CheckpointError(f"refusing {str(path)!r}: it needs code to unpickle ({first}); modelsurgery only loads "
                               "with weights_only=True. Hint: re-save it as a plain state_dict or safetensors") from None
     except Exception as err:
-        raise CheckpointError(f"{str(path)!r} is not a readable PyTorch checkpoint ({_first_line(err, 120)}). "
+        raise CheckpointError(f"{str(path)!r} is not a readable PyTorch checkpoint ({first_line(err, 120)}). "
                               "Hint: check that the file is complete") from None
     for key in _WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

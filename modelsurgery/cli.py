@@ -11,6 +11,8 @@ import warnings
 
 import click
 
+from .constants import (DEFAULT_DOWNSCALE_METHOD, DEFAULT_EVEN_PADDING, DEFAULT_FC, DEFAULT_METHOD, DOWNSCALE_METHODS,
+                        EVEN_PADDINGS, FC_MODES, LSQ, METHODS, TABLE1)
 from .errors import SurgeryError
 
 EXIT_CODES = """\b
@@ -62,15 +64,16 @@ def cli() -> None:
 
 
 def _model_options(f):
+    table = ",".join(f"{k}:{v}" for k, v in TABLE1.items())
     f = click.option("--kernel-map", default=None, metavar="K:K',...",
-                     help="Override Table 1 (1:1,3:2,5:3,7:5,11:7), e.g. 3:2,5:3. Other sizes use k'=round(2k/3).")(f)
+                     help=f"Override Table 1 ({table}), e.g. 3:2,5:3. Other sizes use k'=round(2k/3).")(f)
     f = click.option("--target-size", type=click.IntRange(min=1), default=None,
                      help="Target input size in pixels [default: the model's pretrained_cfg size, else 224].")(f)
     f = click.option("--input-size", type=click.IntRange(min=1), default=None,
                      help="Pre-train input size [default: round(target / s1), s1 = first shrunk kernel's k/k'].")(f)
     f = click.option("--in-chans", type=click.IntRange(min=1), default=None, help="Input channels (passed to the model).")(f)
     f = click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classes (passed to the model).")(f)
-    f = click.option("--even-padding", type=click.Choice(["alternate", "bottom-right"]), default="alternate",
+    f = click.option("--even-padding", type=click.Choice(EVEN_PADDINGS), default=DEFAULT_EVEN_PADDING,
                      show_default=True, help="Where even kernels put their extra pixel of padding.")(f)
     return f
 
@@ -107,7 +110,7 @@ def plan(model, num_classes, in_chans, input_size, target_size, kernel_map, even
 @_model_options
 @click.option("--weights", type=click.Path(), default=None,
               help="Trained target checkpoint (.safetensors/.pt/.pth) to downscale instead of a fresh init.")
-@click.option("--method", type=click.Choice(["pinv", "bilinear"]), default="pinv", show_default=True,
+@click.option("--method", type=click.Choice(DOWNSCALE_METHODS), default=DEFAULT_DOWNSCALE_METHOD, show_default=True,
               help="Kernel downscaling for --weights (pinv is the exact inverse of grow's pinv).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_map, even_padding,
@@ -119,13 +122,9 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
     """
     from .convert import shrink_to_file
 
-    plan_, path = shrink_to_file(model, out, weights=weights, method=method, force=force,
-                                 input_size=input_size, target_size=target_size, kernel_map=kernel_map,
-                                 even_padding=even_padding, num_classes=num_classes, in_chans=in_chans)
-    changed = sum(c.changed for c in plan_.convs)
-    click.echo(f"wrote {path}: {plan_.source.spec} pre-train at {plan_.input_size}px "
-               f"(target {plan_.target_size}px), {changed}/{len(plan_.convs)} convs shrunk, "
-               f"{len(plan_.fcs)} FC interface(s), {len(plan_.resamples)} resample(s)")
+    click.echo(format_report(shrink_to_file(
+        model, out, weights=weights, method=method, force=force, input_size=input_size, target_size=target_size,
+        kernel_map=kernel_map, even_padding=even_padding, num_classes=num_classes, in_chans=in_chans)))
 
 
 @cli.command()
@@ -134,10 +133,11 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
               help="Target input size; sets the FC interface's HxW [default: the plan's target size].")
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Output .safetensors [default: CKPT's name with -target.safetensors].")
-@click.option("--method", type=click.Choice(["bilinear", "pinv", "replicate", "lsq"]), default=None,
-              help="Kernel upscaling; lsq starts from pinv and fits each kernel to its pre-train layer by "
-                   "least squares on the --calibrate images [default: lsq with --calibrate, else pinv].")
-@click.option("--fc", type=click.Choice(["resize", "gaussian"]), default="resize", show_default=True,
+@click.option("--method", type=click.Choice([*METHODS, LSQ]), default=None,
+              help=f"Kernel upscaling; {LSQ} starts from {DEFAULT_METHOD} and fits each kernel to its pre-train "
+                   f"layer by least squares on the --calibrate images [default: {LSQ} with --calibrate, else "
+                   f"{DEFAULT_METHOD}].")
+@click.option("--fc", type=click.Choice(FC_MODES), default=DEFAULT_FC, show_default=True,
               help="FC interface: resize like a kernel, or keep weights on a grid and Gaussian-pad.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --fc gaussian.")
 @click.option("--plan", "plan_file", type=click.Path(), default=None,
@@ -156,9 +156,8 @@ def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, force):
     """
     from .convert import grow_file
 
-    report = grow_file(ckpt, out, to=to, method=method, fc=fc, seed=seed, plan_file=plan_file,
-                       calibrate=calibrate, force=force)
-    click.echo(report)
+    click.echo(format_report(grow_file(ckpt, out, to=to, method=method, fc=fc, seed=seed, plan_file=plan_file,
+                                       calibrate=calibrate, force=force)))
 
 
 @cli.command()
@@ -174,9 +173,53 @@ def export(ckpt, out, input_size, opset, force):
     onnx.checker runs on the result; when onnxruntime is installed the outputs are compared
     with PyTorch's (atol 1e-4) and the maximum error is printed.
     """
-    from .export import export_file
+    from .convert import export_file
 
-    click.echo(export_file(ckpt, out, input_size=input_size, opset=opset, force=force))
+    click.echo(format_report(export_file(ckpt, out, input_size=input_size, opset=opset, force=force)))
+
+
+# --- what the file operations print ------------------------------------------------------------
+
+def format_report(report) -> str:
+    """The text `msurg` prints for a `convert.FileReport` (one line; two for grow)."""
+    return {"shrink": _shrink_text, "grow": _grow_text, "export": _export_text}[report.verb](report)
+
+
+def _shrink_text(r) -> str:
+    plan = r.plan
+    changed = sum(c.changed for c in plan.convs)
+    return (f"wrote {r.path}: {plan.source.spec} pre-train at {plan.input_size}px (target {plan.target_size}px), "
+            f"{changed}/{len(plan.convs)} convs shrunk, {len(plan.fcs)} FC interface(s), "
+            f"{len(plan.resamples)} resample(s)")
+
+
+def _grow_text(r) -> str:
+    plan, fid = r.plan, r.fidelity
+    changed = sum(site.changed for site in plan.convs)
+    note = "" if r.fitted is None else f", {r.fitted} kernel(s) fitted by least squares on {r.fit_images} images"
+    if r.bn_images:
+        note += f", BatchNorm recalibrated on {r.bn_images} images"
+    hint = "" if r.bn_images is not None else (". Hint: --calibrate DATA (training images) fits the kernels and "
+                                               "BatchNorm at the target size, which closes most of the accuracy dip")
+    return (f"wrote {r.path}: {plan.source.spec} at {plan.target_size}px (pre-train {plan.input_size}px), "
+            f"{changed} kernel(s) grown with {r.method}, {len(plan.fcs)} FC interface(s) ({r.fc}){note}\n"
+            f"fidelity on {fid.images} fixture images: logit cosine {fid.cosine:.3f}, top-1 agreement "
+            f"{fid.agree}/{fid.images} (pre-train at {plan.input_size}px vs grown at {plan.target_size}px){hint}")
+
+
+def _export_text(r) -> str:
+    rep, plan = r.onnx, r.plan
+    how = f"opset {rep['opset']}, {rep['exporter']} exporter"
+    if rep["fallback"]:
+        how += f" ({rep['fallback'][:120]})"
+    if rep["onnxruntime"]:
+        parity = (f"onnxruntime max |error| {rep['max_abs_error']:.2g} <= {rep['tolerance']:.2g} "
+                  f"(atol {rep['atol']:g} + rtol {rep['rtol']:g} x max |output| {rep['output_max_abs']:.3g})")
+    else:
+        parity = "onnxruntime is not installed, outputs not compared (pip install 'modelsurgery[onnx]')"
+    form = "pre-train" if plan.form == "pretrain" else plan.form
+    return (f"wrote {r.path}: {plan.source.spec} {form} at {rep['input_size']}px, {how}, dynamic batch; "
+            f"onnx.checker passed; {parity}")
 
 
 def main(argv=None) -> None:

@@ -1,23 +1,70 @@
-"""File-to-file conversions behind the CLI: check the output first, convert, write atomically."""
+"""The file layer behind the CLI: shrink, grow and export, file to file.
+
+Each operation checks its output first, converts, writes atomically, and returns a `FileReport`
+that `msurg` formats (`cli.format_report`); none of them prints.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import META_PLAN, check_output, read_plan, read_state_dict, save, verify_state_dict, warn_nonfinite
+from .checkpoint import (META_PLAN, check_output, load, read_plan, read_state_dict, save, verify_state_dict,
+                         warn_nonfinite)
+from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_METHOD, LSQ
 from .errors import CheckpointError, ConversionError, PlanError, UnknownModelError
 from .plan import Plan
 
-__all__ = ["shrink_to_file", "grow_file"]
+__all__ = ["FileReport", "Fidelity", "shrink_to_file", "grow_file", "export_file"]
 
 
-def shrink_to_file(model: str, out, *, weights=None, method: str = "pinv", force: bool = False,
-                   **shrink_kwargs: Any) -> tuple[Plan, Path]:
+@dataclass(frozen=True)
+class Fidelity:
+    """Pre-train logits at the pre-train size vs grown logits at the target size, on fixture images."""
+
+    images: int  # how many fixture test images
+    cosine: float  # mean cosine similarity of the two networks' logits
+    agree: int  # images on which both networks pick the same top-1 class
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What one file operation wrote; `msurg` turns it into its one or two lines of output.
+
+    Attributes:
+        verb: "shrink", "grow" or "export".
+        path: the file written.
+        plan: the plan of the network in that file (grow: the target-form plan).
+        method: shrink, how `weights` were downscaled (None: the model's own init); grow, the
+            kernel upscaling ("lsq" included).
+        fc: grow, the FC-interface conversion.
+        fitted: grow, kernels fitted by least squares (None: no fit), on `fit_images` images.
+        fit_images: see `fitted`.
+        bn_images: grow, images BatchNorm was recalibrated on (None: no calibration data was
+            given; 0: the network has no BatchNorm).
+        fidelity: grow, the check on fixture images.
+        onnx: export, `export_onnx`'s report (exporter, opset, input_size, parity numbers).
+    """
+
+    verb: str
+    path: Path
+    plan: Plan
+    method: str | None = None
+    fc: str | None = None
+    fitted: int | None = None
+    fit_images: int = 0
+    bn_images: int | None = None
+    fidelity: Fidelity | None = None
+    onnx: Mapping[str, Any] | None = None
+
+
+def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNSCALE_METHOD, force: bool = False,
+                   **shrink_kwargs: Any) -> FileReport:
     """`msurg shrink`: build the pre-train model of `model` and save it with its plan.
 
     Args:
@@ -28,7 +75,7 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = "pinv", force
         **shrink_kwargs: passed to `modelsurgery.shrink`.
 
     Returns:
-        (plan, path written).
+        The report: path written and the pre-train plan (`method` None without `weights`).
     """
     from .shrink import downscale_state_dict, shrink
     from .zoo import rebuild
@@ -42,19 +89,19 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = "pinv", force
         verify_state_dict(target_state, rebuild(plan.source).state_dict(), f"--weights {str(weights)!r}")
         warn_nonfinite(target_state, str(weights))
         small.load_state_dict(downscale_state_dict(target_state, plan, method=method), strict=True)
-    return plan, save(out, small, plan, force=force)
-
+    path = save(out, small, plan, force=force)
+    return FileReport("shrink", path, plan, method=method if weights is not None else None)
 
 
 # --- grow ----------------------------------------------------------------------------------------
 
 FIDELITY_IMAGES = 8  # fixture test images in the post-grow check (a fixed batch; ~0.5 s for resnet50)
-CALIBRATION_IMAGES = 1000  # BatchNorm recalibration, SPEC §2
-LSQ_IMAGES = 256  # least-squares kernel fit: 256 kept more accuracy than SPEC §2's 32 (bench)
+CALIBRATION_IMAGES = 1000  # BatchNorm recalibration: running statistics averaged over this many images
+LSQ_IMAGES = 256  # least-squares kernel fit: 256 kept more accuracy than 32 (bench/grow_fidelity.py)
 
 
-def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = None, fc: str = "resize",
-              seed: int = 0, plan_file=None, calibrate=None, force: bool = False) -> str:
+def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = None, fc: str = DEFAULT_FC,
+              seed: int = 0, plan_file=None, calibrate=None, force: bool = False) -> FileReport:
     """`msurg grow`: convert a pre-train checkpoint into the stock target model's and save it.
 
     Order: check `out`; read the checkpoint and its plan; verify every tensor against the
@@ -80,15 +127,16 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
         force: overwrite `out`.
 
     Returns:
-        The text for the CLI to print (two lines: what was written, and the fidelity check).
+        The report: path written, the target plan, method and fc, the calibration counts and
+        the fidelity check.
     """
-    from .grow import DEFAULT_METHOD, grow, grow_size
+    from .grow import grow, grow_size
     from .zoo import rebuild
 
     out = Path(out) if out is not None else _default_out(ckpt)
     check_output(out, force)  # fail before the slow part, and again at the atomic rename
-    method = method or ("lsq" if calibrate is not None else DEFAULT_METHOD)
-    if method == "lsq" and calibrate is None:
+    method = method or (LSQ if calibrate is not None else DEFAULT_METHOD)
+    if method == LSQ and calibrate is None:
         raise ConversionError("--method lsq fits kernels to calibration images. Hint: add --calibrate DATA "
                               "(an IDX folder, an ImageFolder, or 'fixture')")
     state, meta = read_state_dict(ckpt)
@@ -100,21 +148,17 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
     with torch.device("meta"):  # shapes only; every tensor comes from the checkpoint
         target = rebuild(plan.source)
     pretrain = _pretrain_net(target, plan, state, ckpt)
-    grown_state, big_plan = grow(state, plan, to=to, method=DEFAULT_METHOD if method == "lsq" else method,
+    grown_state, big_plan = grow(state, plan, to=to, method=DEFAULT_METHOD if method == LSQ else method,
                                  fc=fc, seed=seed, model=target)
     verify_state_dict(grown_state, target.state_dict(), f"the grown {plan.source.spec} at {big_plan.target_size}px")
     target = _holding(target, grown_state, lambda: rebuild(plan.source)).eval()
-    note = ""
+    counts = {}
     if calibrate is not None:
-        note = _calibrate(pretrain, target, plan, big_plan, calibrate, lsq=method == "lsq", seed=seed)
+        counts = _calibrate(pretrain, target, plan, big_plan, calibrate, lsq=method == LSQ, seed=seed)
         grown_state = target.state_dict()
     path = save(out, grown_state, big_plan, force=force)
-    changed = sum(site.changed for site in plan.convs)
-    return (f"wrote {path}: {plan.source.spec} at {big_plan.target_size}px (pre-train {plan.input_size}px), "
-            f"{changed} kernel(s) grown with {method}, {len(plan.fcs)} FC interface(s) ({fc}){note}\n"
-            f"{_fidelity(pretrain, target, plan, big_plan)}"
-            + ("" if calibrate is not None else ". Hint: --calibrate DATA (training images) fits the kernels and "
-               "BatchNorm at the target size, which closes most of the accuracy dip"))
+    fidelity = _fidelity(pretrain, target, plan, big_plan)
+    return FileReport("grow", path, big_plan, method=method, fc=fc, fidelity=fidelity, **counts)
 
 
 def _default_out(ckpt) -> Path:
@@ -179,23 +223,26 @@ def _holding(net: nn.Module, state, build) -> nn.Module:
 
 
 def _calibrate(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan, data, *, lsq: bool,
-               seed: int) -> str:
-    """Optionally fit kernels by least squares, then recalibrate BatchNorm at the target size."""
-    from .grow import fit_least_squares, recalibrate_bn
+               seed: int) -> dict[str, int]:
+    """Optionally fit kernels by least squares, then recalibrate BatchNorm at the target size.
+
+    Returns:
+        The report's counts: bn_images, and with `lsq` fitted and fit_images.
+    """
+    from .calibrate import fit_least_squares, recalibrate_bn
     from .train.data import TensorLoader
 
     images = _calibration_images(data, big_plan.target_size, plan.in_chans, seed)
     labels = torch.zeros(len(images), dtype=torch.long)
     loader = TensorLoader(images, labels, 100, train=False, size=big_plan.target_size, channels=plan.in_chans)
-    note = ""
+    counts = {}
     if lsq:
         few = images[:LSQ_IMAGES]
         small = _batch(few, plan.input_size, plan.in_chans, loader)
         big = _batch(few, big_plan.target_size, plan.in_chans, loader)
         fitted = fit_least_squares(pretrain, grown, plan, small, big, seed=seed)
-        note = f", {len(fitted)} kernel(s) fitted by least squares on {len(few)} images"
-    seen = recalibrate_bn(grown, (x for x, _ in loader))
-    return f"{note}, BatchNorm recalibrated on {seen} images" if seen else note
+        counts = {"fitted": len(fitted), "fit_images": len(few)}
+    return {**counts, "bn_images": recalibrate_bn(grown, (x for x, _ in loader))}
 
 
 def _calibration_images(data, size: int, in_chans: int, seed: int) -> torch.Tensor:
@@ -223,7 +270,7 @@ def _batch(images: torch.Tensor, size: int, in_chans: int, like=None) -> torch.T
     return next(iter(loader))[0]
 
 
-def _fidelity(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan) -> str:
+def _fidelity(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan) -> Fidelity:
     """Logit cosine and top-1 agreement: pre-train at its size vs grown at the target size."""
     from .train.data import load_fixture_fashion_mnist
 
@@ -234,11 +281,40 @@ def _fidelity(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan)
     with torch.inference_mode():
         a, b = _logits(pretrain.eval()(small)), _logits(grown.eval()(big))
     cos = F.cosine_similarity(a.double(), b.double(), dim=1).mean().item()
-    agree = int((a.argmax(1) == b.argmax(1)).sum())
-    return (f"fidelity on {len(images)} fixture images: logit cosine {cos:.3f}, top-1 agreement "
-            f"{agree}/{len(images)} (pre-train at {plan.input_size}px vs grown at {big_plan.target_size}px)")
+    return Fidelity(len(images), cos, int((a.argmax(1) == b.argmax(1)).sum()))
 
 
 def _logits(output) -> torch.Tensor:
     """The logits of a forward's output (the first element of a tuple-like output)."""
     return output if isinstance(output, torch.Tensor) else output[0]
+
+
+# --- export --------------------------------------------------------------------------------------
+
+def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None = None,
+                force: bool = False) -> FileReport:
+    """`msurg export`: load a checkpoint (pre-train or target) and export it to ONNX.
+
+    Args:
+        ckpt: a modelsurgery .safetensors checkpoint (from `msurg shrink` or `msurg grow`).
+        out: the output .onnx path; refused if it exists and `force` is False.
+        input_size: export size; default the plan's `input_size` for a pre-train checkpoint,
+            `target_size` for a target one.
+        opset: ONNX opset (see `export.export_onnx`).
+        force: overwrite `out`.
+
+    Returns:
+        The report: path written, the checkpoint's plan, and `export_onnx`'s report as `onnx`.
+
+    Example:
+        >>> export_file("small.safetensors", "small.onnx").onnx["exporter"]
+        'dynamo'
+    """
+    from .export import export_checked
+
+    check_output(out, force)
+    model, plan = load(ckpt)
+    size = input_size or (plan.input_size if plan.form == "pretrain" else plan.target_size)
+    # load() has already warned about non-finite weights, naming the file
+    onnx = export_checked(model, out, input_size=size, in_chans=plan.in_chans, opset=opset, check=True, force=force)
+    return FileReport("export", Path(onnx["path"]), plan, onnx=onnx)

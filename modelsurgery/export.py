@@ -16,13 +16,13 @@ import io
 import logging
 import math
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from .errors import ExportError, InputSizeError
+from .trace import first_line
 
 __all__ = ["ExportError", "ATOL", "RTOL", "DYNAMO_MIN_OPSET", "export_onnx", "export_file"]
 
@@ -74,11 +74,16 @@ def export_onnx(model: nn.Module, path, *, input_size: int, in_chans: int = 3, o
 
     check_output(path, force)  # fail before the slow part, and again at the atomic rename
     warn_nonfinite(model.state_dict(), f"{type(model).__name__} weights")
-    return _export_checked(model, path, input_size=input_size, in_chans=in_chans, opset=opset, check=check,
+    return export_checked(model, path, input_size=input_size, in_chans=in_chans, opset=opset, check=check,
                            force=force)
 
 
-def _export_checked(model, path, *, input_size, in_chans, opset, check, force) -> dict[str, Any]:
+def export_checked(model, path, *, input_size, in_chans, opset, check, force) -> dict[str, Any]:
+    """`export_onnx` after its checks: the caller has checked `path` and warned about the weights.
+
+    The file layer (`convert.export_file`) calls it after `checkpoint.load`, which has already
+    named the file in its warning about non-finite weights.
+    """
     import onnx
 
     from .checkpoint import atomic_write
@@ -96,7 +101,7 @@ def _export_checked(model, path, *, input_size, in_chans, opset, check, force) -
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as err:  # onnx raises ValidationError and InferenceError
-        raise ExportError(f"the exported model fails onnx.checker ({_first_line(err)}). "
+        raise ExportError(f"the exported model fails onnx.checker ({first_line(err)}). "
                           "Hint: try another --opset") from None
     version = _opset_of(proto)
     if opset is not None and version != opset:
@@ -112,17 +117,12 @@ def _export_checked(model, path, *, input_size, in_chans, opset, check, force) -
     return report
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:200]
-
-
 def _forward(model: nn.Module, x: torch.Tensor, size: int) -> torch.Tensor:
     try:
         with torch.no_grad():
             out = model(x)
     except (RuntimeError, ValueError) as err:
-        raise InputSizeError(f"the model cannot run at input size {size} ({_first_line(err)}). "
+        raise InputSizeError(f"the model cannot run at input size {size} ({first_line(err)}). "
                              "Hint: pass a larger --input-size") from None
     if not isinstance(out, torch.Tensor):
         raise ExportError(f"the model returns {type(out).__name__}, not one tensor; "
@@ -161,7 +161,7 @@ def _export(model: nn.Module, example: torch.Tensor, opset: int | None):
         try:
             return _export_dynamo(model, example, opset), "dynamo", None
         except Exception as err:  # torch.export raises many types; the fallback decides
-            dynamo_error = _first_line(err)
+            dynamo_error = first_line(err)
             reason = f"the dynamo exporter failed: {dynamo_error}"
     try:
         return _export_torchscript(model, example, opset), "torchscript", reason
@@ -169,7 +169,7 @@ def _export(model: nn.Module, example: torch.Tensor, opset: int | None):
         first = f"dynamo exporter: {dynamo_error}; " if dynamo_error else ""
         hint = (f"pass --opset {DYNAMO_MIN_OPSET} or higher" if opset is not None and opset < DYNAMO_MIN_OPSET
                 else "report this model")
-        raise ExportError(f"ONNX export failed ({first}TorchScript exporter: {_first_line(err)}). "
+        raise ExportError(f"ONNX export failed ({first}TorchScript exporter: {first_line(err)}). "
                           f"Hint: {hint}") from None
 
 
@@ -209,7 +209,7 @@ def _compare(proto, batch: torch.Tensor, reference: torch.Tensor) -> dict[str, A
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
         got = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ExportError(f"onnxruntime cannot run the exported model ({_first_line(err)}). "
+        raise ExportError(f"onnxruntime cannot run the exported model ({first_line(err)}). "
                           "Hint: try another --opset") from None
     ref = reference.detach().float().numpy()
     if got.shape != ref.shape:
@@ -229,41 +229,11 @@ def _compare(proto, batch: torch.Tensor, reference: torch.Tensor) -> dict[str, A
     return {"onnxruntime": True, "max_abs_error": error, "output_max_abs": scale, "tolerance": tolerance}
 
 
-def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None = None,
-                force: bool = False) -> str:
-    """`msurg export`: load a checkpoint (pre-train or target) and export it to ONNX.
+def __getattr__(name: str):
+    # `export_file` moved to the file layer (`modelsurgery.convert`), which imports this module;
+    # loading it on first use keeps the old import path without an import cycle.
+    if name == "export_file":
+        from .convert import export_file
 
-    Args:
-        ckpt: a modelsurgery .safetensors checkpoint (from `msurg shrink` or `msurg grow`).
-        out: the output .onnx path; refused if it exists and `force` is False.
-        input_size: export size; default the plan's `input_size` for a pre-train checkpoint,
-            `target_size` for a target one.
-        opset: ONNX opset (see `export_onnx`).
-        force: overwrite `out`.
-
-    Returns:
-        The one-line report the CLI prints.
-
-    Example:
-        >>> print(export_file("small.safetensors", "small.onnx"))
-        wrote small.onnx: resnet18 pre-train at 160px, ...
-    """
-    from .checkpoint import check_output, load
-
-    check_output(out, force)
-    model, plan = load(ckpt)
-    size = input_size or (plan.input_size if plan.form == "pretrain" else plan.target_size)
-    # load() has already warned about non-finite weights, naming the file
-    rep = _export_checked(model, out, input_size=size, in_chans=plan.in_chans, opset=opset, check=True,
-                          force=force)
-    how = f"opset {rep['opset']}, {rep['exporter']} exporter"
-    if rep["fallback"]:
-        how += f" ({rep['fallback'][:120]})"
-    if rep["onnxruntime"]:
-        parity = (f"onnxruntime max |error| {rep['max_abs_error']:.2g} <= {rep['tolerance']:.2g} "
-                  f"(atol {rep['atol']:g} + rtol {rep['rtol']:g} x max |output| {rep['output_max_abs']:.3g})")
-    else:
-        parity = "onnxruntime is not installed, outputs not compared (pip install 'modelsurgery[onnx]')"
-    form = "pre-train" if plan.form == "pretrain" else plan.form
-    return (f"wrote {rep['path']}: {plan.source.spec} {form} at {size}px, {how}, dynamic batch; "
-            f"onnx.checker passed; {parity}")
+        return export_file
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

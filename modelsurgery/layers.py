@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["PaddedConv", "padded_conv_class", "fold_geometry", "FOLD_MAX_EXTRA", "set_conv_padding", "fit_to", "FitTo",
-           "DYNAMIC_PAD_CONVS"]
+           "DYNAMIC_PAD_CONVS", "set_module"]
 
 _PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
@@ -127,6 +127,12 @@ def padded_conv_class(base: type) -> type:
         _PADDED[base] = type(f"Padded{base.__name__}", (PaddedConv, base),
                              {"__module__": __name__, "_foldable": foldable})
     return _PADDED[base]
+
+
+def set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` in place of the submodule `name` (a qualname) of `root`, in place."""
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
 def set_conv_padding(conv: nn.Conv2d, padding: tuple[int, int, int, int] | str) -> None:

@@ -15,130 +15,22 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .constants import DEFAULT_EVEN_PADDING, EVEN_PADDINGS
 from .errors import InputSizeError, KernelMapError, UnsupportedLayerError
-from .layers import DYNAMIC_PAD_CONVS, fit_to, set_conv_padding
+from .layers import fit_to, set_conv_padding, set_module
 from .plan import ConvSite, FCSite, ModelSource, Plan, Resample
-from .trace import SIZE_ATTRS, Analysis, analyze, meta_copy, trace, warn_skipped
+from .policy import (TABLE1, conv_pair, decide_kernel, map_kernel, parse_kernel_map, pretrain_input_size,  # noqa: F401
+                     small_padding, target_padding)
+from .trace import SIZE_ATTRS, Analysis, analyze, flatten_source_hw, meta_copy, trace, warn_skipped
 
 __all__ = ["TABLE1", "parse_kernel_map", "map_kernel", "plan_shrink", "apply_plan", "shrink", "downscale_state_dict",
            "pretrain_input_size"]
 
-# de Gusmão et al. 2016, Table 1: target kernel -> pre-train kernel, per spatial dimension.
-TABLE1: dict[int, int] = {1: 1, 3: 2, 5: 3, 7: 5, 11: 7}
-
-
-def parse_kernel_map(spec: str | Mapping[int, int] | None) -> dict[int, int]:
-    """Parse and validate a kernel map such as "3:2,5:3"; entries override Table 1.
-
-    Raises:
-        KernelMapError: malformed entries, or a pre-train kernel outside 1..k.
-
-    Example:
-        >>> parse_kernel_map("3:2,9:5")[9]
-        5
-    """
-    if spec is None or spec == "":
-        return {}
-    if isinstance(spec, str):
-        pairs = []
-        for item in spec.split(","):
-            parts = item.strip().split(":")
-            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-                raise KernelMapError(f"malformed kernel map entry {item.strip()!r} in {spec!r}. "
-                                     "Hint: use TARGET:PRETRAIN pairs, e.g. --kernel-map 3:2,5:3,7:5")
-            pairs.append((int(parts[0]), int(parts[1])))
-    else:
-        pairs = [(int(k), int(v)) for k, v in dict(spec).items()]
-    result = {}
-    for k, v in pairs:
-        if not 1 <= v <= k:
-            raise KernelMapError(f"kernel map entry {k}:{v} is invalid: the pre-train kernel must be "
-                                 f"between 1 and {k}. Hint: e.g. --kernel-map 3:2,5:3")
-        result[k] = v
-    return result
-
-
-def map_kernel(k: int, kernel_map: Mapping[int, int]) -> tuple[int, str]:
-    """Pre-train size of one kernel dimension, and the rule that chose it.
-
-    The documented rule for sizes neither Table 1 nor the user lists is k' = round(2k/3),
-    which reproduces every entry of Table 1 (3->2, 5->3, 7->5, 11->7) and gives 9->6, 13->9.
-    """
-    if k in kernel_map:
-        return kernel_map[k], "user"
-    if k in TABLE1:
-        return TABLE1[k], "table"
-    return max(1, round(2 * k / 3)), "rule"
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _decide_kernel(conv: nn.Conv2d, kernel_map: Mapping[int, int], keep_dilated: bool):
-    k, s, d = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
-    if k == (1, 1):
-        return k, "1x1"
-    if keep_dilated and d != (1, 1):
-        return k, "dilated"
-    if k == s:
-        return k, "patchify"  # kernel == stride: a smaller kernel would skip pixels
-    small, reasons = [], []
-    for kd, sd in zip(k, s):
-        kk, why = map_kernel(kd, kernel_map)
-        if kk < sd:  # never skip pixels: a kernel at least as large as its stride
-            kk, why = min(sd, kd), "stride"
-        small.append(kk)
-        reasons.append(why)
-    reason = next((r for r in ("user", "stride", "rule") if r in reasons), "table")
-    return tuple(small), reason
-
-
-def _target_padding(conv: nn.Conv2d):
-    # timm's Conv2dSame always pads at forward time; its Std/ScaledStd "Same" convs only when
-    # `same_pad` is set (otherwise they use static symmetric padding like any Conv2d).
-    if getattr(conv, "same_pad", isinstance(conv, DYNAMIC_PAD_CONVS)):
-        return "dynamic"
-    if isinstance(conv.padding, str):
-        return conv.padding
-    ph, pw = _pair(conv.padding)
-    return (pw, pw, ph, ph)
-
-
-def _split(total: int, side: str) -> tuple[int, int]:
-    small = total // 2
-    return (small, total - small) if side == "br" else (total - small, small)
-
-
-def _small_padding(conv: nn.Conv2d, small_kernel, side: str):
-    pad = _target_padding(conv)
-    if isinstance(pad, str):
-        return pad
-    k, d = _pair(conv.kernel_size), _pair(conv.dilation)
-    totals = []
-    for total, kd, kk, dd in zip((pad[2] + pad[3], pad[0] + pad[1]), k, small_kernel, d):
-        if total == (kd - 1) * dd:  # "same": output = ceil(H / stride), at any H
-            totals.append((kk - 1) * dd)
-        elif total == 0 or kd == 1:  # "valid"
-            totals.append(total if kd == kk else 0)
-        else:  # partial padding (AlexNet, OverFeat): proportional to the kernel's reach
-            totals.append(round(total * (kk - 1) / (kd - 1)))
-    (top, bottom), (left, right) = _split(totals[0], side), _split(totals[1], side)
-    return (left, right, top, bottom)
-
-
-def pretrain_input_size(target_size: int, convs: list[ConvSite]) -> int:
-    """round(target / s1), s1 = k/k' of the first conv whose kernel shrinks (224 -> 160 for 7->5)."""
-    first = next((c for c in convs if c.changed), None)
-    if first is None:
-        return target_size
-    s1 = first.kernel[0] / first.small_kernel[0]
-    return max(1, round(target_size / s1))
 
 
 def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, input_size: int | None = None,
                 kernel_map: str | Mapping[int, int] | None = None, in_chans: int = 3,
-                even_padding: str = "alternate", keep_dilated: bool = True) -> Plan:
+                even_padding: str = DEFAULT_EVEN_PADDING, keep_dilated: bool = True) -> Plan:
     """Analyse `model` and decide its pre-train variant. Does not modify `model`.
 
     Args:
@@ -155,7 +47,7 @@ def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, inpu
     Returns:
         The `Plan` (form "pretrain").
     """
-    if even_padding not in ("alternate", "bottom-right"):
+    if even_padding not in EVEN_PADDINGS:
         raise KernelMapError(f"unknown even_padding {even_padding!r}. Hint: use 'alternate' or 'bottom-right'")
     kmap = parse_kernel_map(kernel_map)
     target, gm = analyze(model, target_size, in_chans)
@@ -170,15 +62,15 @@ def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, inpu
         if conv.weight.dim() != 4:
             warnings.warn(f"not converted (weight is not a 4-D kernel): {rec.name}", stacklevel=2)
             continue
-        small, reason = _decide_kernel(conv, kmap, keep_dilated)
+        small, reason = decide_kernel(conv, kmap, keep_dilated)
         side = "br" if even_padding == "bottom-right" or n_asym % 2 == 0 else "tl"
-        small_pad = _small_padding(conv, small, side)
+        small_pad = small_padding(conv, small, side)
         if not isinstance(small_pad, str) and (small_pad[0] != small_pad[1] or small_pad[2] != small_pad[3]):
             n_asym += 1
         sites.append(ConvSite(
-            name=rec.name, kernel=_pair(conv.kernel_size), small_kernel=small, stride=_pair(conv.stride),
-            dilation=_pair(conv.dilation), groups=conv.groups, in_channels=conv.in_channels,
-            out_channels=conv.out_channels, padding=_target_padding(conv), small_padding=small_pad,
+            name=rec.name, kernel=conv_pair(conv.kernel_size), small_kernel=small, stride=conv_pair(conv.stride),
+            dilation=conv_pair(conv.dilation), groups=conv.groups, in_channels=conv.in_channels,
+            out_channels=conv.out_channels, padding=target_padding(conv), small_padding=small_pad,
             in_hw=rec.in_hw, out_hw=rec.out_hw, small_in_hw=(0, 0), small_out_hw=(0, 0), reason=reason))
     dilated = [site.name for site in sites if site.reason == "dilated"]
     if dilated:  # kept on purpose (a smaller dilated kernel changes its reach), but never silently
@@ -253,7 +145,7 @@ def _fc_probe(model: nn.Module, plan: Plan) -> nn.Module:
     for fc in plan.fcs:
         old = probe.get_submodule(fc.name)
         if fc.kind == "linear":
-            _set_module(probe, fc.name, _Probe(1, old.out_features, bias=False, device="meta"))
+            set_module(probe, fc.name, _Probe(1, old.out_features, bias=False, device="meta"))
         else:  # conv FC: a 1x1 stand-in keeps the map's size, so its input is recorded
             old.weight = nn.Parameter(old.weight.detach()[..., :1, :1])
             old.kernel_size = (1, 1)
@@ -278,22 +170,13 @@ def _measure_fc(fc: FCSite, small: Analysis, gm: fx.GraphModule, target: Analysi
         t_in, s_in = target.pool_in_hw[fc.pool], small.pool_in_hw[fc.pool]
         hw = tuple(max(1, min(s, round(o * s / t))) for o, s, t in zip(fc.hw, s_in, t_in))
     else:
-        hw = _flatten_source_hw(gm, fc.name)
+        hw = flatten_source_hw(gm, fc.name)
+        if hw is None:
+            raise UnsupportedLayerError(f"cannot find the feature map that {fc.name!r} flattens")
     if min(hw) < 1:
         raise InputSizeError(f"the feature map entering {fc.name!r} vanishes at the pre-train size. "
                              "Hint: pass a larger --input-size")
     return fc.__class__(**{**fc.__dict__, "small_hw": tuple(hw)})
-
-
-def _flatten_source_hw(gm: fx.GraphModule, name: str) -> tuple[int, int]:
-    node = next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == name)
-    cur = node.args[0]
-    while isinstance(cur, fx.Node):
-        meta = cur.meta.get("tensor_meta")
-        if meta is not None and len(meta.shape) == 4:
-            return tuple(meta.shape[-2:])
-        cur = cur.args[0] if cur.args else None
-    raise UnsupportedLayerError(f"cannot find the feature map that {name!r} flattens")
 
 
 def _set_size_attr(owner: nn.Module, value: int) -> None:
@@ -301,11 +184,6 @@ def _set_size_attr(owner: nn.Module, value: int) -> None:
         if hasattr(owner, attr):
             setattr(owner, attr, value)
             return
-
-
-def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
 def _resampled_like(w: torch.Tensor, shape: tuple[int, ...], gain: float, gen: torch.Generator) -> torch.Tensor:
@@ -399,7 +277,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, seed: int = 0) -> nn.Module:
 
 
 def shrink(model_or_name: nn.Module | str, *, input_size: int | None = None, target_size: int | None = None,
-           kernel_map: str | Mapping[int, int] | None = None, even_padding: str = "alternate",
+           kernel_map: str | Mapping[int, int] | None = None, even_padding: str = DEFAULT_EVEN_PADDING,
            **model_kwargs: Any) -> tuple[nn.Module, Plan]:
     """Build the pre-train variant of a CNN: smaller kernels, smaller images, same keys.
 
@@ -443,25 +321,11 @@ def _first_conv_in_chans(model: nn.Module) -> int:
     return conv.in_channels if conv is not None else 3
 
 
-def downscale_state_dict(state: Mapping[str, torch.Tensor], plan: Plan, *,
-                         method: str = "pinv") -> dict[str, torch.Tensor]:
-    """Trained target weights -> pre-train weights, amplitude-preserving (`shrink --weights`).
+def __getattr__(name: str):
+    # `downscale_state_dict` (grow's inverse) lives beside grow; this keeps its old import path
+    # without an import edge from shrink to grow.
+    if name == "downscale_state_dict":
+        from .grow import downscale_state_dict
 
-    Planned convs are resized with `resize.resize_kernel` (for "pinv", the adjoint of the
-    pinv upscale, so that growing back returns these weights exactly), the FC interface with
-    `resize.resize_fc`; every other tensor is copied.
-
-    Example:
-        >>> small_state = downscale_state_dict(torch.load("t.pth", weights_only=True), plan)
-    """
-    from .resize import resize_fc, resize_kernel
-
-    out = {k: v.clone() for k, v in state.items()}
-    for site in plan.convs:
-        if site.changed:
-            key = f"{site.name}.weight"
-            out[key] = resize_kernel(state[key], tuple(site.small_kernel), method)
-    for fc in plan.fcs:
-        key = f"{fc.name}.weight"
-        out[key] = resize_fc(state[key], (fc.channels, *fc.hw), tuple(fc.small_hw), method)
-    return out
+        return downscale_state_dict
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

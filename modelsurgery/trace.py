@@ -20,7 +20,8 @@ from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 from .errors import InputSizeError, SurgeryError, UnsupportedLayerError
 from .layers import fit_to
 
-__all__ = ["trace", "ConvRecord", "FCRecord", "Analysis", "analyze", "MERGE_FUNCTIONS"]
+__all__ = ["trace", "ConvRecord", "FCRecord", "Analysis", "analyze", "MERGE_FUNCTIONS", "meta_copy",
+           "flatten_source_hw", "first_line", "warn_skipped"]
 
 # Functions and methods that merge feature maps and so need matching spatial shapes.
 MERGE_FUNCTIONS = {operator.add, operator.mul, operator.sub, operator.iadd, operator.imul,
@@ -53,6 +54,16 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message, at most `limit` characters; its type's name when empty.
+
+    Library errors quote what went wrong below them in one line (torch.load on an empty file, for
+    one, raises with no message at all).
+    """
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:limit]
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace `model` with timm's leaf modules and autowrap functions.
 
@@ -63,9 +74,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
     try:
         graph = tracer.trace(model)
     except Exception as err:  # fx raises many types; all mean "not traceable"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnsupportedLayerError(
-            f"{type(model).__name__} cannot be traced by torch.fx ({first[:160]}). "
+            f"{type(model).__name__} cannot be traced by torch.fx ({first_line(err, 160)}). "
             "Hint: modelsurgery needs an fx-traceable CNN; wrap untraceable parts with "
             "`timm.layers.register_notrace_module`") from None
     name = type(model).__name__
@@ -232,7 +242,7 @@ _VANISHED = ("can't be greater than actual input size", "Output size is too smal
 
 def _size_error(err: Exception, size: int, node: fx.Node | None) -> Exception:
     """Turn a failure while propagating into one line naming the input size and the node."""
-    msg = (str(err).strip().splitlines() or [type(err).__name__])[0][:200] or type(err).__name__
+    msg = first_line(err, 200)
     where = f" at {node.target if node.op == 'call_module' else node.name!r}" if node is not None else ""
     if isinstance(err, AssertionError):
         return UnsupportedLayerError(
@@ -347,6 +357,18 @@ def _is_flatten(n: fx.Node, modules: dict) -> bool:
     if n.op == "call_method":
         return n.target in ("flatten", "view", "reshape")
     return n.op == "call_module" and isinstance(modules[n.target], nn.Flatten)
+
+
+def flatten_source_hw(gm: fx.GraphModule, name: str) -> tuple[int, int] | None:
+    """H×W of the last 4-D map on the path into the module `name` (shape-propagated `gm`), or None."""
+    node = next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == name)
+    cur = node.args[0]
+    while isinstance(cur, fx.Node):
+        meta = cur.meta.get("tensor_meta")
+        if meta is not None and hasattr(meta, "shape") and len(meta.shape) == 4:
+            return tuple(meta.shape[-2:])
+        cur = cur.args[0] if cur.args else None
+    return None
 
 
 def warn_skipped(analysis: Analysis) -> None:

@@ -1,5 +1,7 @@
 """Bad input and faults: one-line errors, the right exit code, and a file system left untouched.
 
+Every CLI error case of every command lives here (the other test files test what works).
+
 Every CLI case goes through `_fails`, which asserts the exit code, that click exited on
 purpose (CliRunner also reports exit code 1 for an uncaught exception, so the code alone
 proves nothing), a single `error: ...` line matching the expected message, no traceback, and
@@ -34,9 +36,8 @@ from modelsurgery.checkpoint import META_PLAN, atomic_write, read_state_dict  # 
 from modelsurgery.cli import cli  # noqa: E402
 from modelsurgery.errors import CheckpointError, OutputExistsError, PlanError  # noqa: E402
 from modelsurgery.shrink import shrink  # noqa: E402
-from modelsurgery.zoo import build  # noqa: E402
 
-MODEL = "test_resnet"  # timm's smallest ResNet (0.5 M parameters): real layers, fast
+MODEL = "test_resnet"  # conftest.SMALL_MODEL: timm's smallest ResNet (0.5 M parameters), real layers, fast
 MSURG = Path(sys.executable).with_name("msurg")
 
 
@@ -54,22 +55,11 @@ needs_grow = pytest.mark.skipif(not _has_grow(), reason="msurg grow (modelsurger
 
 # --- fixtures and helpers --------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """A pre-train checkpoint of MODEL (with its plan) and a plain target state_dict (.pth)."""
-    root = tmp_path_factory.mktemp("files")
-    torch.manual_seed(0)
-    small, plan = shrink(MODEL, num_classes=10)
-    checkpoint.save(root / "small.safetensors", small, plan)
-    target, _ = build(MODEL, num_classes=10)
-    torch.save(target.state_dict(), root / "target.pth")
-    return root
-
-
 @pytest.fixture
-def work(tmp_path, files, monkeypatch):
-    """A fresh folder holding copies of the fixture files; the CLI runs inside it."""
-    for f in files.iterdir():
+def work(tmp_path, test_resnet_files, monkeypatch):
+    """A fresh folder holding copies of conftest's MODEL files (small.safetensors with its plan,
+    and a plain target state_dict, target.pth); the CLI runs inside it."""
+    for f in test_resnet_files.iterdir():
         shutil.copy(f, tmp_path / f.name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -638,3 +628,111 @@ def test_real_process_prints_one_line_and_exits_1(tmp_path):
     assert result.returncode == 1
     assert result.stderr == "error: checkpoint 'nope.safetensors' does not exist. Hint: check the path\n"
     assert result.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+# --- per command: shrink ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["shrink", "resnet3", "--out", "{out}"], "unknown model 'resnet3'.*did you mean resnet34"),
+    (["shrink", "resnet18", "--kernel-map", "3:two", "--out", "{out}"], "malformed kernel map"),
+    (["shrink", "resnet18", "--input-size", "8", "--out", "{out}"], "too small"),
+])
+def test_cli_bad_input_one_line_exit_1_no_file(tmp_path, args, message):
+    out = tmp_path / "small.safetensors"
+    result = CliRunner().invoke(cli, [a.format(out=out) for a in args])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert __import__("re").search(message, lines[0])
+    assert "Traceback" not in result.output
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_refuses_to_overwrite_without_force(tmp_path):
+    out = tmp_path / "small.safetensors"
+    out.write_bytes(b"precious")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["shrink", "resnet18", "--out", str(out)])
+    assert result.exit_code == 1 and "--force" in result.output
+    assert out.read_bytes() == b"precious" and os.listdir(tmp_path) == ["small.safetensors"]
+    result = runner.invoke(cli, ["shrink", "resnet18", "--out", str(out), "--force"])
+    assert result.exit_code == 0 and out.read_bytes() != b"precious"
+
+
+# --- per command: grow (resnet18, 1 channel, 64 px target: conftest.resnet18_ckpt) ----------
+
+def run_grow(*args):
+    return CliRunner().invoke(cli, ["grow", *map(str, args)])
+
+
+@needs_grow
+def test_cli_grow_refuses_its_own_output_without_force(resnet18_ckpt, tmp_path):
+    ckpt = tmp_path / resnet18_ckpt.name
+    ckpt.write_bytes(resnet18_ckpt.read_bytes())
+    assert run_grow(ckpt).exit_code == 0
+    again = run_grow(ckpt)
+    assert again.exit_code == 1 and "exists" in again.stderr
+    assert run_grow(ckpt, "--force", "--method", "bilinear").exit_code == 0
+
+
+@needs_grow
+def test_cli_grow_pt_file_without_a_plan(resnet18_ckpt, tmp_path):
+    state, _ = read_state_dict(resnet18_ckpt)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "small.pt")
+    plain = run_grow(tmp_path / "small.pt", "--out", tmp_path / "x.safetensors")
+    assert plain.exit_code == 1 and "carries no modelsurgery plan" in plain.stderr
+
+
+def _no_plan(path, state, meta):
+    save_file(state, str(path))
+
+
+def _future(path, state, meta):
+    plan = json.loads(meta[META_PLAN])
+    plan["version"] = 99
+    save_file(state, str(path), metadata={**meta, META_PLAN: json.dumps(plan)})
+
+
+def _mismatched(path, state, meta):
+    state = dict(state)
+    del state["fc.weight"], state["layer2.0.bn1.running_mean"]
+    state["extra.weight"] = torch.zeros(3)
+    state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 3, 3)
+    save_file(state, str(path), metadata=meta)
+
+
+def _truncated(path, state, meta):
+    save_file(state, str(path), metadata=meta)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+BAD_INPUT = [
+    (_no_plan, [], "carries no modelsurgery plan"),
+    (_future, [], "plan version 99 is newer than this modelsurgery supports"),
+    (_mismatched, [], r"missing \['layer2.0.bn1.running_mean', 'fc.weight'\], unexpected \['extra.weight'\], "
+                      r"wrong shapes \[layer1.0.conv1.weight \(64, 64, 3, 3\) != \(64, 64, 2, 2\)\]"),
+    (_truncated, [], "truncated or corrupt"),
+    (None, ["--method", "replicate"], r"replicate: size \(7, 7\) is not an integer multiple of \(5, 5\)"),
+    (None, ["--to", "40"], "--to 40 is smaller than the pre-train input size 46"),
+    (None, ["--method", "lsq"], "--method lsq fits kernels to calibration images"),
+]
+
+
+@needs_grow
+@pytest.mark.parametrize("make,args,message", BAD_INPUT, ids=[
+    "no-plan", "future-version", "mismatch", "truncated", "replicate", "to-too-small", "lsq-no-data"])
+def test_cli_grow_bad_input_one_line_exit_1_no_output(resnet18_ckpt, tmp_path, make, args, message):
+    state, meta = read_state_dict(resnet18_ckpt)
+    ckpt = tmp_path / "in.safetensors"
+    if make is None:
+        ckpt.write_bytes(resnet18_ckpt.read_bytes())
+    else:
+        make(ckpt, state, meta)
+    listing = sorted(os.listdir(tmp_path))
+    result = run_grow(ckpt, *args)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert sorted(os.listdir(tmp_path)) == listing

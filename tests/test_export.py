@@ -236,9 +236,8 @@ def test_without_onnxruntime_says_so(tmp_path, tiny, monkeypatch):
     onnx.checker.check_model(onnx.load(str(tmp_path / "t.onnx")), full_check=True)
 
 
-def test_cli_without_onnxruntime_says_so(tmp_path, monkeypatch):
-    small, plan = shrink("test_resnet", num_classes=10)
-    ckpt = save(tmp_path / "s.safetensors", small, plan)
+def test_cli_without_onnxruntime_says_so(tmp_path, monkeypatch, test_resnet_files):
+    ckpt = test_resnet_files / "small.safetensors"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     result = CliRunner().invoke(cli, ["export", str(ckpt), "--out", str(tmp_path / "s.onnx")])
     assert result.exit_code == 0, result.output
@@ -255,3 +254,17 @@ def test_existing_output_needs_force(tmp_path, tiny):
     assert out.read_bytes() == b"keep me"
     export_onnx(model, out, input_size=size, force=True, check=False)
     onnx.checker.check_model(onnx.load(str(out)))
+
+
+def test_export_file_reports_what_the_cli_prints(tmp_path, test_resnet_files):
+    from modelsurgery.cli import format_report
+    from modelsurgery.convert import FileReport, export_file
+
+    ckpt = test_resnet_files / "small.safetensors"
+    report = export_file(ckpt, tmp_path / "r.onnx")
+    assert isinstance(report, FileReport) and report.verb == "export" and report.path == tmp_path / "r.onnx"
+    assert report.plan == load(ckpt)[1] and report.onnx["input_size"] == report.plan.input_size
+    assert report.onnx["exporter"] == "dynamo" and report.onnx["max_abs_error"] <= report.onnx["tolerance"]
+    line = _export_cli(ckpt, tmp_path / "r.onnx", "--force")
+    assert format_report(report) == line  # the same numbers: a fixed batch, a deterministic export
+    assert export_mod.export_file is export_file  # the old import path

@@ -1,4 +1,4 @@
-"""Replacement layers: the padded even-kernel conv against F.pad + conv2d (issue 7)."""
+"""Replacement layers: the padded even-kernel conv against F.pad + conv2d."""
 
 import itertools
 

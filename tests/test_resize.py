@@ -13,20 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from modelsurgery.errors import ConversionError
-from modelsurgery.resize import (
-    downscale,
-    pad_fc_gaussian,
-    resize_fc,
-    resize_kernel,
-    upscale_bilinear,
-    upscale_pinv,
-    upscale_replicate,
-    widen,
-    widen_norm,
-)
+from modelsurgery.resize import (downscale, pad_fc_gaussian, resize_fc, resize_kernel, upscale_bilinear, upscale_pinv,
+                                 upscale_replicate, widen, widen_norm)
 
 EXACT = {torch.float32: 1e-6, torch.float64: 1e-12}
-PAPER_PAIRS = [(2, 3), (3, 5), (5, 7), (7, 11)]  # SPEC §1.1 Table 1 (pre-train k', target k)
+PAPER_PAIRS = [(2, 3), (3, 5), (5, 7), (7, 11)]  # de Gusmão et al. 2016, Table 1 (pre-train k', target k)
 
 
 def _randn(*shape, dtype=torch.float64, seed=0):
@@ -149,7 +140,7 @@ def test_bilinear_amplitude_divides_by_s_squared(src, dst):
 
 @pytest.mark.parametrize("src,dst", PAPER_PAIRS)
 def test_bilinear_grown_conv_keeps_output_scale_on_smooth_images(src, dst):
-    # A layer's output scale (SPEC §2): the same smooth scene at both sizes, conv with the small
+    # A layer's output scale (de Gusmão et al. 2016, §3.3.1): the same smooth scene at both sizes, conv with the small
     # kernel and with its upscale. ×s² instead of ÷s² would put the ratio near s⁴ (5 for 2→3).
     w = _randn(8, 1, src, src, seed=9).abs()
     n = 12 * src

@@ -7,16 +7,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelsurgery.resize import (
-    downscale,
-    pad_fc_gaussian,
-    resize_fc,
-    resize_kernel,
-    upscale_bilinear,
-    upscale_pinv,
-    upscale_replicate,
-    widen,
-)
+from modelsurgery.resize import (downscale, pad_fc_gaussian, resize_fc, resize_kernel, upscale_bilinear, upscale_pinv,
+                                 upscale_replicate, widen)
 
 SETTINGS = settings(max_examples=40, deadline=None)
 EXACT = {torch.float32: 1e-6, torch.float64: 1e-12}

@@ -1,4 +1,4 @@
-"""Shrink: policy, shapes, keys, plan, files and the CLI (issue 2)."""
+"""Shrink: policy, shapes, keys, plan, files and the CLI (its error cases are in test_errors.py)."""
 
 import json
 import math
@@ -334,31 +334,17 @@ def test_cli_shrink_writes_pretrain_file(tmp_path):
     assert state["conv1.weight"].shape == (64, 3, 5, 5)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["shrink", "resnet3", "--out", "{out}"], "unknown model 'resnet3'.*did you mean resnet34"),
-    (["shrink", "resnet18", "--kernel-map", "3:two", "--out", "{out}"], "malformed kernel map"),
-    (["shrink", "resnet18", "--input-size", "8", "--out", "{out}"], "too small"),
-])
-def test_cli_bad_input_one_line_exit_1_no_file(tmp_path, args, message):
-    out = tmp_path / "small.safetensors"
-    result = CliRunner().invoke(cli, [a.format(out=out) for a in args])
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert __import__("re").search(message, lines[0])
-    assert "Traceback" not in result.output
-    assert os.listdir(tmp_path) == []
+def test_shrink_to_file_returns_the_report_the_cli_prints(tmp_path):
+    from modelsurgery.cli import format_report
+    from modelsurgery.convert import FileReport, shrink_to_file
 
-
-def test_cli_refuses_to_overwrite_without_force(tmp_path):
-    out = tmp_path / "small.safetensors"
-    out.write_bytes(b"precious")
-    runner = CliRunner()
-    result = runner.invoke(cli, ["shrink", "resnet18", "--out", str(out)])
-    assert result.exit_code == 1 and "--force" in result.output
-    assert out.read_bytes() == b"precious" and os.listdir(tmp_path) == ["small.safetensors"]
-    result = runner.invoke(cli, ["shrink", "resnet18", "--out", str(out), "--force"])
-    assert result.exit_code == 0 and out.read_bytes() != b"precious"
+    out = tmp_path / "a.safetensors"
+    report = shrink_to_file("test_resnet", out, num_classes=10)
+    assert isinstance(report, FileReport) and (report.verb, report.method) == ("shrink", None)
+    assert report.path == out and report.plan == modelsurgery.load(out)[1]
+    result = CliRunner().invoke(cli, ["shrink", "test_resnet", "--num-classes", "10", "--out", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == format_report(report) + "\n"
 
 
 def test_eq4_bounds_bracket_the_predicted_speedup():
