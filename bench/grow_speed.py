@@ -34,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from bench.common import RESULTS, Run, goal, interleave, load_average, median, summary  # noqa: E402
+from modelsurgery.cli import format_report  # noqa: E402
 
 MSURG = str(Path(sys.executable).with_name("msurg"))
 GOAL_S = 5.0  # growing a resnet50 checkpoint takes under 5 s wall
@@ -103,7 +104,7 @@ def measure(ckpt: Path, out: Path, repeats: int) -> dict:
             "process": summary(process), "process_imports_only": summary(imports), "call": summary(call),
             "call_fidelity_check": summary(fidelity),
             "call_without_fidelity_check": summary([c - f for c, f in zip(call, fidelity)]),
-            "grow": summary(pure), "report": reports[-1],
+            "grow": summary(pure), "report": format_report(reports[-1]),
             "goal_met": {"process": median(process) < GOAL_S, "call": median(call) < GOAL_S,
                          "grow": median(pure) < GOAL_S}}
 

@@ -246,16 +246,13 @@ def _calibrate(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan
 
 
 def _calibration_images(data, size: int, in_chans: int, seed: int) -> torch.Tensor:
-    """Up to CALIBRATION_IMAGES uint8 images (N, C, H, W), a seeded random choice."""
-    from .train.data import load_fixture_fashion_mnist, load_idx, load_image_folder
+    """Up to CALIBRATION_IMAGES uint8 training images (N, C, H, W), a seeded random choice.
 
-    if str(data) == "fixture":
-        images, _ = load_fixture_fashion_mnist("train")
-    elif Path(data).is_dir() and any(p.name.startswith("train-images") for p in Path(data).iterdir()):
-        images, _ = load_idx(data, "train")
-    else:
-        images, _, _ = load_image_folder(data, size=size, channels=1 if in_chans == 1 else 3)
-    images = images if images.ndim == 4 else images[:, None]
+    The data source is decided by the recipes' rule (`modelsurgery.train.datasets.data_source`).
+    """
+    from .train.datasets import load_images
+
+    images, _ = load_images(data, "train", size=size, channels=1 if in_chans == 1 else 3)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     return images[order[:CALIBRATION_IMAGES]]
 
