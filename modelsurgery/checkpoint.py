@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-import pickle
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,15 +19,15 @@ import torch.nn as nn
 
 from .errors import CheckpointError, OutputExistsError, PlanError
 from .plan import Plan
+from .torchfile import StoredWeights, WeightsRead, pick_weights, read_torch, wrapper_prefix
 from .trace import first_line
 
-__all__ = ["save", "load", "save_state_dict", "read_state_dict", "read_plan", "atomic_write",
+__all__ = ["save", "load", "save_state_dict", "read_state_dict", "open_weights", "read_plan", "atomic_write",
            "check_output", "verify_state_dict", "warn_nonfinite", "META_VERSION", "META_FORM", "META_PLAN"]
 
 META_VERSION = "modelsurgery.version"
 META_FORM = "modelsurgery.form"
 META_PLAN = "modelsurgery.plan"
-_WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "net")
 
 
 def check_output(path: str | os.PathLike, force: bool = False) -> Path:
@@ -150,24 +149,53 @@ def _check_input(path) -> Path:
     return path
 
 
-def read_state_dict(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read model tensors and metadata from safetensors, or from a .pt/.pth with weights_only=True.
+def read_state_dict(path, *, ema: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read model tensors and metadata from safetensors, or from a .pt/.pth/.ckpt with weights_only=True.
 
     A training checkpoint's optimizer and RNG state (keys under `train_state/`) is left out, so
     `msurg grow` and `load` take the recipes' checkpoints as they are.
 
-    .pt/.pth files may hold a bare state_dict or one under "state_dict"/"model"; a
-    `module.` prefix (DataParallel/DDP) is removed. Files that need code to unpickle are refused.
+    A .pt/.pth/.ckpt may be a bare state_dict or a training script's checkpoint (timm's,
+    torchvision's reference, Lightning's: see `modelsurgery.torchfile`); the wrappers' `module.`
+    and `_orig_mod.` prefixes are removed. Files that need code to unpickle are refused. With no
+    model to match, a Lightning module's attribute prefix stays; the commands remove it.
+
+    Args:
+        path: the checkpoint.
+        ema: read the EMA weights (`state_dict_ema`, `model_ema`) instead.
+
+    Example:
+        >>> state, meta = read_state_dict("small.safetensors")
+    """
+    stored, meta = open_weights(path)
+    if ema and stored.ema is None:
+        raise CheckpointError(f"--ema: {str(stored.path)!r} holds no EMA weights. Hint: drop --ema")
+    state = stored.ema if ema else stored.weights
+    if state is None:
+        raise CheckpointError(f"{str(stored.path)!r} holds only EMA weights. Hint: pass --ema to read them")
+    prefix = wrapper_prefix(state) if stored.format == "torch" else ""
+    return {k[len(prefix):]: v for k, v in state.items()}, meta
+
+
+def open_weights(path) -> tuple[StoredWeights, dict[str, str]]:
+    """Read a checkpoint's tensors as stored, and its metadata ({} for a .pt/.pth/.ckpt).
+
+    `torchfile.pick_weights` then chooses the weights meant for a model and removes their prefix.
+
+    Example:
+        >>> stored, meta = open_weights("checkpoint.pth")
     """
     path = _check_input(path)
     with open(path, "rb") as f:
         head = f.read(8)
-    if path.suffix in (".pt", ".pth", ".bin", ".ckpt") or head[:2] == b"PK":
-        return _read_torch(path), {}
-    return _read_safetensors(path)
+    if path.suffix in TORCH_SUFFIXES or head[:2] == b"PK":
+        return read_torch(path), {}
+    tensors, meta = _read_safetensors(path)
+    return StoredWeights(path, tensors, "safetensors"), meta
 
 
 TRAIN_STATE_PREFIX = "train_state/"  # optimizer and RNG tensors of training checkpoints
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")  # timm writes .pth.tar
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -181,27 +209,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         raise CheckpointError(f"{str(path)!r} is not a readable safetensors file ({first_line(err, 120)}); "
                               "it may be truncated or corrupt. Hint: re-create it, or pass a .pt/.pth file") from None
     return tensors, meta
-
-
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = first_line(err, 160)
-        raise CheckpointError(f"refusing {str(path)!r}: it needs code to unpickle ({first}); modelsurgery only loads "
-                              "with weights_only=True. Hint: re-save it as a plain state_dict or safetensors") from None
-    except Exception as err:
-        raise CheckpointError(f"{str(path)!r} is not a readable PyTorch checkpoint ({first_line(err, 120)}). "
-                              "Hint: check that the file is complete") from None
-    for key in _WRAPPERS:
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{str(path)!r} holds no state_dict of tensors. Hint: save `model.state_dict()`")
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
 
 
 def read_plan(meta: Mapping[str, str], path="checkpoint") -> Plan:
@@ -241,28 +248,41 @@ def warn_nonfinite(state: Mapping[str, torch.Tensor], what: str = "checkpoint") 
     return bad
 
 
-def load(path, model: nn.Module | None = None) -> tuple[nn.Module, Plan]:
+def load(path, model: nn.Module | None = None, *, plan: Plan | None = None, ema: bool = False
+         ) -> tuple[nn.Module, Plan]:
     """Rebuild the network a checkpoint holds, pre-train or target, and load it strictly.
 
     Args:
-        path: a safetensors file written by `save` (or `msurg shrink`/`msurg grow`).
+        path: a safetensors file written by `save` (or `msurg shrink`/`msurg grow`), or a
+            .pt/.pth/.ckpt as a training script wrote it (see `modelsurgery.torchfile`) with `plan`.
         model: a fresh *target* instance, needed only for custom (non-timm/torchvision) models.
+        plan: the plan of the network in `path`, for a file that carries none (a .pt); its form
+            says which network that is.
+        ema: read the file's EMA weights (`state_dict_ema`, `model_ema`).
 
     Returns:
         (model in eval mode, plan).
 
     Example:
         >>> small, plan = modelsurgery.load("small.safetensors")
+        >>> small, plan = modelsurgery.load("checkpoint.pth", plan=plan, ema=True)
     """
+    net, plan, _ = load_reporting(path, model, plan=plan, ema=ema)
+    return net, plan
+
+
+def load_reporting(path, model: nn.Module | None = None, *, plan: Plan | None = None, ema: bool = False
+                   ) -> tuple[nn.Module, Plan, WeightsRead]:
+    """`load`, also saying which weights of the file it read (the wrapper key, the prefix removed)."""
     from .shrink import apply_plan
     from .zoo import rebuild
 
-    state, meta = read_state_dict(path)
-    plan = read_plan(meta, path)
+    stored, meta = open_weights(path)
+    plan = plan if plan is not None else read_plan(meta, path)
     target = model if model is not None else rebuild(plan.source)
     net = apply_plan(target, plan) if plan.form == "pretrain" else copy.deepcopy(target)
+    state, read = pick_weights(stored, net.state_dict(), ema=ema, what=f"{str(path)!r}")
     verify_state_dict(state, net.state_dict(), f"{str(path)!r}")
     warn_nonfinite(state, str(path))
     net.load_state_dict(state, strict=True)
-    return net.eval(), plan
-
+    return net.eval(), plan, read

@@ -112,18 +112,21 @@ def plan(model, num_classes, in_chans, input_size, target_size, kernel_map, even
               help="Trained target checkpoint (.safetensors/.pt/.pth) to downscale instead of a fresh init.")
 @click.option("--method", type=click.Choice(DOWNSCALE_METHODS), default=DEFAULT_DOWNSCALE_METHOD, show_default=True,
               help="Kernel downscaling for --weights (pinv is the exact inverse of grow's pinv).")
+@click.option("--ema", is_flag=True, help="Read the EMA weights of --weights (timm's state_dict_ema, torchvision's model_ema).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_map, even_padding,
-           weights, method, force):
+           weights, method, ema, force):
     """Build MODEL's pre-train variant and write its weights and plan to --out.
 
     The weights get the model's own init at the new shapes, or, with --weights, the trained
-    target's weights downscaled with their amplitude preserved.
+    target's weights downscaled with their amplitude preserved. --weights takes a .safetensors or
+    a .pt/.pth/.ckpt as timm's train.py, torchvision's reference scripts or Lightning write it; a
+    DDP/torch.compile/LightningModule prefix is removed where that makes the keys match MODEL.
     """
     from .convert import shrink_to_file
 
     click.echo(format_report(shrink_to_file(
-        model, out, weights=weights, method=method, force=force, input_size=input_size, target_size=target_size,
+        model, out, weights=weights, method=method, ema=ema, force=force, input_size=input_size, target_size=target_size,
         kernel_map=kernel_map, even_padding=even_padding, num_classes=num_classes, in_chans=in_chans)))
 
 
@@ -145,8 +148,9 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
 @click.option("--calibrate", type=click.Path(), default=None,
               help="Training images for calibration at the target size (a Fashion-MNIST/MNIST IDX folder, "
                    "an ImageFolder, or 'fixture'): least-squares kernel fit, then BatchNorm recalibration.")
+@click.option("--ema", is_flag=True, help="Read the EMA weights of CKPT (timm's state_dict_ema, torchvision's model_ema).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, force):
+def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, ema, force):
     """Convert a trained pre-train checkpoint CKPT into the full-size target model.
 
     Every planned kernel is upscaled with its amplitude preserved, the FC interface is
@@ -157,7 +161,7 @@ def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, force):
     from .convert import grow_file
 
     click.echo(format_report(grow_file(ckpt, out, to=to, method=method, fc=fc, seed=seed, plan_file=plan_file,
-                                       calibrate=calibrate, force=force)))
+                                       calibrate=calibrate, ema=ema, force=force)))
 
 
 @cli.command()
@@ -166,8 +170,11 @@ def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, force):
 @click.option("--input-size", type=click.IntRange(min=1), default=None,
               help="Export input size [default: the size of the network the checkpoint holds].")
 @click.option("--opset", type=click.IntRange(min=7), default=None, help="ONNX opset [default: the exporter's].")
+@click.option("--plan", "plan_file", type=click.Path(), default=None,
+              help="Plan for a .pt/.pth CKPT that carries none: a modelsurgery .safetensors or plan .json.")
+@click.option("--ema", is_flag=True, help="Read the EMA weights of CKPT (timm's state_dict_ema, torchvision's model_ema).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def export(ckpt, out, input_size, opset, force):
+def export(ckpt, out, input_size, opset, plan_file, ema, force):
     """Export the model in CKPT (pre-train or target) to ONNX with a dynamic batch axis.
 
     onnx.checker runs on the result; when onnxruntime is installed the outputs are compared
@@ -175,14 +182,71 @@ def export(ckpt, out, input_size, opset, force):
     """
     from .convert import export_file
 
-    click.echo(format_report(export_file(ckpt, out, input_size=input_size, opset=opset, force=force)))
+    click.echo(format_report(export_file(ckpt, out, input_size=input_size, opset=opset, plan_file=plan_file, ema=ema,
+                                         force=force)))
+
+
+@cli.command()
+@click.argument("ckpt", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON (the whole plan included).")
+def info(ckpt, as_json):
+    """Show what the checkpoint CKPT holds, without building its model.
+
+    The form (pre-train, target, or a plain state_dict), the model, its input and target sizes,
+    the convs shrunk and FC interfaces from the plan, the tensor and parameter counts; for a
+    .pt/.pth/.ckpt also the top-level key and prefix the commands would read, where the EMA
+    weights are, and the keys they ignore.
+    """
+    from .convert import describe_file
+
+    report = describe_file(ckpt)
+    click.echo(json.dumps(report.to_dict(), indent=1) if as_json else format_info(report))
 
 
 # --- what the file operations print ------------------------------------------------------------
 
 def format_report(report) -> str:
-    """The text `msurg` prints for a `convert.FileReport` (one line; two for grow)."""
-    return {"shrink": _shrink_text, "grow": _grow_text, "export": _export_text}[report.verb](report)
+    """The text `msurg` prints for a `convert.FileReport` (one line; two for grow), after a line
+    that says which weights of a .pt/.pth/.ckpt input were read."""
+    text = {"shrink": _shrink_text, "grow": _grow_text, "export": _export_text}[report.verb](report)
+    return text if report.read is None or report.read.format != "torch" else f"{_read_text(report.read)}\n{text}"
+
+
+def _keys(keys, n: int = 3) -> str:
+    more = f", ... ({len(keys)} in all)" if len(keys) > n else ""
+    return ", ".join(repr(k) for k in keys[:n]) + more
+
+
+def _read_text(r) -> str:
+    """Which weights of a .pt file were read: `torchfile.WeightsRead`."""
+    what = f"[{r.key!r}]" if r.key else " (a bare state_dict)"
+    ema = " (EMA weights)" if r.ema else ""
+    prefix = f", prefix {r.prefix!r} removed" if r.prefix else ", no prefix"
+    left = f", {len(r.left_out)} key(s) outside it left out ({_keys(r.left_out)})" if r.left_out else ""
+    return f"read {r.path}{what}{ema}{prefix}{left}"
+
+
+def format_info(r) -> str:
+    """The text `msurg info` prints for a `convert.CheckpointInfo`."""
+    plan = r.plan
+    lines = [f"{r.path}: {'PyTorch checkpoint' if r.format == 'torch' else 'safetensors'}, "
+             f"{'pre-train' if r.form == 'pretrain' else r.form}"]
+    if plan is not None:
+        kwargs = ", ".join(f"{k}={v}" for k, v in plan.source.kwargs)
+        changed = sum(c.changed for c in plan.convs)
+        fcs = ", ".join(f.name for f in plan.fcs) or "none"
+        lines += [f"model: {plan.source.spec}" + (f" ({kwargs})" if kwargs else ""),
+                  f"sizes: input {plan.input_size}px, target {plan.target_size}px, {plan.in_chans} channel(s)",
+                  f"convs shrunk: {changed}/{len(plan.convs)}; FC interfaces: {fcs}"]
+    else:
+        lines.append("plan: none (shrink --weights, or grow/export with --plan FILE, read it)")
+    lines.append(f"tensors: {r.tensors}, {r.parameters:,} parameters (floating-point tensors, buffers included)")
+    if r.format == "torch":
+        prefix = f"prefix {r.prefix!r}" if r.prefix else "no prefix"
+        lines.append(f"weights: {f'[{r.key!r}]' if r.key else 'a bare state_dict'}, {prefix}; "
+                     f"EMA weights: {f'[{r.ema_key!r}]' if r.ema_key else 'none'}")
+        lines.append(f"ignored: {', '.join(map(repr, r.ignored)) or 'nothing'}")
+    return "\n".join(lines)
 
 
 def _shrink_text(r) -> str:

@@ -14,13 +14,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import (META_PLAN, check_output, load, read_plan, read_state_dict, save, verify_state_dict,
-                         warn_nonfinite)
+from .checkpoint import (META_PLAN, check_output, load_reporting, open_weights, read_plan, read_state_dict, save,
+                         verify_state_dict, warn_nonfinite)
 from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_METHOD, LSQ
+from .describe import CheckpointInfo, describe_file  # noqa: F401  (msurg info, re-exported)
 from .errors import CheckpointError, ConversionError, PlanError, UnknownModelError
 from .plan import Plan
+from .torchfile import WeightsRead, pick_weights
 
-__all__ = ["FileReport", "Fidelity", "shrink_to_file", "grow_file", "export_file"]
+__all__ = ["FileReport", "Fidelity", "shrink_to_file", "grow_file", "export_file", "CheckpointInfo", "describe_file"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class FileReport:
             given; 0: the network has no BatchNorm).
         fidelity: grow, the check on fixture images.
         onnx: export, `export_onnx`'s report (exporter, opset, input_size, parity numbers).
+        read: which weights of the input were read (wrapper key, prefix removed, EMA or not);
+            None for shrink without `weights`.
     """
 
     verb: str
@@ -61,17 +65,20 @@ class FileReport:
     bn_images: int | None = None
     fidelity: Fidelity | None = None
     onnx: Mapping[str, Any] | None = None
+    read: WeightsRead | None = None
 
 
-def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNSCALE_METHOD, force: bool = False,
-                   **shrink_kwargs: Any) -> FileReport:
+def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNSCALE_METHOD, ema: bool = False,
+                   force: bool = False, **shrink_kwargs: Any) -> FileReport:
     """`msurg shrink`: build the pre-train model of `model` and save it with its plan.
 
     Args:
         model: a timm name or `torchvision:NAME`.
         out: the output .safetensors path; refused if it exists and `force` is False.
-        weights: optional trained target checkpoint to downscale (amplitude-preserving).
+        weights: optional trained target checkpoint to downscale (amplitude-preserving): a
+            .safetensors, or a .pt/.pth/.ckpt as a training script wrote it (`modelsurgery.torchfile`).
         method: kernel downscaling for `weights`: "pinv" or "bilinear".
+        ema: read the EMA weights of `weights`.
         **shrink_kwargs: passed to `modelsurgery.shrink`.
 
     Returns:
@@ -81,16 +88,19 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNS
     from .zoo import rebuild
 
     check_output(out, force)  # fail before the slow part, and again at the atomic rename
-    target_state = None
-    if weights is not None:
-        target_state, _ = read_state_dict(weights)
+    if ema and weights is None:
+        raise ConversionError("--ema reads the EMA weights of --weights. Hint: add --weights FILE, or drop --ema")
+    stored = open_weights(weights)[0] if weights is not None else None
     small, plan = shrink(model, **shrink_kwargs)
-    if target_state is not None:
-        verify_state_dict(target_state, rebuild(plan.source).state_dict(), f"--weights {str(weights)!r}")
+    read = None
+    if stored is not None:
+        expected = rebuild(plan.source).state_dict()
+        target_state, read = pick_weights(stored, expected, ema=ema, what=f"--weights {str(weights)!r}")
+        verify_state_dict(target_state, expected, f"--weights {str(weights)!r}")
         warn_nonfinite(target_state, str(weights))
         small.load_state_dict(downscale_state_dict(target_state, plan, method=method), strict=True)
     path = save(out, small, plan, force=force)
-    return FileReport("shrink", path, plan, method=method if weights is not None else None)
+    return FileReport("shrink", path, plan, method=method if weights is not None else None, read=read)
 
 
 # --- grow ----------------------------------------------------------------------------------------
@@ -101,7 +111,7 @@ LSQ_IMAGES = 256  # least-squares kernel fit: 256 kept more accuracy than 32 (be
 
 
 def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = None, fc: str = DEFAULT_FC,
-              seed: int = 0, plan_file=None, calibrate=None, force: bool = False) -> FileReport:
+              seed: int = 0, plan_file=None, calibrate=None, ema: bool = False, force: bool = False) -> FileReport:
     """`msurg grow`: convert a pre-train checkpoint into the stock target model's and save it.
 
     Order: check `out`; read the checkpoint and its plan; verify every tensor against the
@@ -110,7 +120,8 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
     fixed batch of fixture images.
 
     Args:
-        ckpt: a modelsurgery .safetensors, or a .pt/.pth state_dict together with `plan_file`.
+        ckpt: a modelsurgery .safetensors, or a .pt/.pth/.ckpt (a state_dict, or a training script's
+            checkpoint: `modelsurgery.torchfile`) together with `plan_file`.
         out: output .safetensors; default `<ckpt stem>-target.safetensors` beside `ckpt`.
         to: target input size; default the plan's.
         method: kernel upscaling, see `modelsurgery.grow`; or "lsq", which starts from
@@ -124,11 +135,12 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
             folder, an ImageFolder, or "fixture". Up to 1000 of them recalibrate BatchNorm at the
             target size (after the least-squares fit of "lsq", which uses the first 256). They are
             normalised with their own mean and std.
+        ema: read the EMA weights of `ckpt`.
         force: overwrite `out`.
 
     Returns:
-        The report: path written, the target plan, method and fc, the calibration counts and
-        the fidelity check.
+        The report: path written, the target plan, method and fc, the calibration counts, the
+        fidelity check and which weights of `ckpt` were read.
     """
     from .grow import grow, grow_size
     from .zoo import rebuild
@@ -139,7 +151,7 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
     if method == LSQ and calibrate is None:
         raise ConversionError("--method lsq fits kernels to calibration images. Hint: add --calibrate DATA "
                               "(an IDX folder, an ImageFolder, or 'fixture')")
-    state, meta = read_state_dict(ckpt)
+    stored, meta = open_weights(ckpt)
     plan = _grow_plan(ckpt, meta, plan_file)
     grow_size(plan, to)
     if plan.source.kind == "custom":
@@ -147,6 +159,7 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
                                 "rebuild. Hint: call modelsurgery.grow(state_dict, plan, model=MyNet()) in Python")
     with torch.device("meta"):  # shapes only; every tensor comes from the checkpoint
         target = rebuild(plan.source)
+    state, read = pick_weights(stored, target.state_dict(), ema=ema, what=f"{str(ckpt)!r}")  # keys as the target's
     pretrain = _pretrain_net(target, plan, state, ckpt)
     grown_state, big_plan = grow(state, plan, to=to, method=DEFAULT_METHOD if method == LSQ else method,
                                  fc=fc, seed=seed, model=target)
@@ -158,7 +171,7 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
         grown_state = target.state_dict()
     path = save(out, grown_state, big_plan, force=force)
     fidelity = _fidelity(pretrain, target, plan, big_plan)
-    return FileReport("grow", path, big_plan, method=method, fc=fc, fidelity=fidelity, **counts)
+    return FileReport("grow", path, big_plan, method=method, fc=fc, fidelity=fidelity, read=read, **counts)
 
 
 def _default_out(ckpt) -> Path:
@@ -288,16 +301,20 @@ def _logits(output) -> torch.Tensor:
 
 # --- export --------------------------------------------------------------------------------------
 
-def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None = None,
-                force: bool = False) -> FileReport:
+def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None = None, plan_file=None,
+                ema: bool = False, force: bool = False) -> FileReport:
     """`msurg export`: load a checkpoint (pre-train or target) and export it to ONNX.
 
     Args:
-        ckpt: a modelsurgery .safetensors checkpoint (from `msurg shrink` or `msurg grow`).
+        ckpt: a modelsurgery .safetensors checkpoint (from `msurg shrink` or `msurg grow`), or a
+            .pt/.pth/.ckpt together with `plan_file`.
         out: the output .onnx path; refused if it exists and `force` is False.
         input_size: export size; default the plan's `input_size` for a pre-train checkpoint,
             `target_size` for a target one.
         opset: ONNX opset (see `export.export_onnx`).
+        plan_file: the plan for a checkpoint that carries none (a .safetensors or a plan .json);
+            its form says which network `ckpt` holds.
+        ema: read the EMA weights of `ckpt`.
         force: overwrite `out`.
 
     Returns:
@@ -310,8 +327,8 @@ def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None =
     from .export import export_checked
 
     check_output(out, force)
-    model, plan = load(ckpt)
+    model, plan, read = load_reporting(ckpt, plan=None if plan_file is None else _read_plan_file(plan_file), ema=ema)
     size = input_size or (plan.input_size if plan.form == "pretrain" else plan.target_size)
     # load() has already warned about non-finite weights, naming the file
     onnx = export_checked(model, out, input_size=size, in_chans=plan.in_chans, opset=opset, check=True, force=force)
-    return FileReport("export", Path(onnx["path"]), plan, onnx=onnx)
+    return FileReport("export", Path(onnx["path"]), plan, onnx=onnx, read=read)
