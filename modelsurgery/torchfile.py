@@ -152,24 +152,34 @@ def _quote(keys: Iterable[Any], n: int = SHOWN) -> str:
 
 
 def wrapper_prefix(keys: Iterable[str], lightning: bool = False) -> str:
-    """The prefix every key shares that wrappers put there, found without a model.
+    """The prefix that wrappers put before the keys, found without a model.
 
-    DDP's `module.` and torch.compile's `_orig_mod.`, in any order; in a Lightning checkpoint also
-    the LightningModule's attribute in front of them. The commands match against the model's keys
-    instead (`pick_weights`); this is what `msurg info` shows.
+    DDP's `module.` and torch.compile's `_orig_mod.`, in any order, where every key has them. In
+    a Lightning checkpoint, first the LightningModule's attribute that holds most keys (an EMA
+    copy aside). The commands match against the model's keys instead (`pick_weights`); this is
+    what `msurg info` shows.
 
     Example:
         >>> wrapper_prefix(["module._orig_mod.fc.weight", "module._orig_mod.fc.bias"])
         'module._orig_mod.'
     """
+    keys, head = list(keys), ""
+    if lightning:
+        firsts = Counter(f"{k.split('.')[0]}." for k in keys if "." in k and not _is_ema(f"{k.split('.')[0]}."))
+        head = firsts.most_common(1)[0][0] if firsts else ""
+        keys = [k[len(head):] for k in keys if k.startswith(head)]
     split = [k.split(".") for k in keys]
     parts = []
     for i in range(min((len(p) - 1 for p in split), default=0)):
-        head = {p[i] for p in split}
-        if len(head) != 1 or not (head <= set(WRAPPER_PARTS) or (lightning and i == 0)):
+        first = {p[i] for p in split}
+        if len(first) != 1 or not first <= set(WRAPPER_PARTS):
             break
-        parts.append(head.pop())
-    return "".join(f"{p}." for p in parts)
+        parts.append(first.pop())
+    return head + "".join(f"{p}." for p in parts)
+
+
+def _is_ema(prefix: str) -> bool:
+    return any(re.search(r"(^|_)ema($|_)", part.lower()) for part in prefix.split(".")[:-1])
 
 
 def _prefix_counts(keys: Iterable[str], expected: Mapping[str, Any]) -> Counter:
@@ -181,10 +191,6 @@ def _prefix_counts(keys: Iterable[str], expected: Mapping[str, Any]) -> Counter:
             if ".".join(parts[i:]) in expected:
                 counts["".join(f"{p}." for p in parts[:i])] += 1
     return counts
-
-
-def _is_ema(prefix: str) -> bool:
-    return any(re.search(r"(^|_)ema($|_)", part.lower()) for part in prefix.split(".")[:-1])
 
 
 def _choose_prefix(counts: Counter, expected: Mapping[str, Any], ema: bool | None, what: str) -> str | None:
@@ -212,7 +218,8 @@ def pick_weights(ckpt: StoredWeights, expected: Mapping[str, Any], *, ema: bool 
     """The state_dict in `ckpt` that is meant for a model with the keys `expected`.
 
     The prefix removed is the shortest under which every expected key is found. Failing that,
-    the one under which most are, so that `verify_state_dict` can then list what differs.
+    the one under which most are (at least half), so that `verify_state_dict` can then list
+    what differs.
 
     Args:
         ckpt: see `read_torch`.
@@ -243,12 +250,13 @@ def pick_weights(ckpt: StoredWeights, expected: Mapping[str, Any], *, ema: bool 
                  "a safetensors file" if ckpt.format == "safetensors" else "a bare state_dict")
         raise CheckpointError(f"--ema: {what} holds no EMA weights ({where}). Hint: drop --ema to read "
                               f"{'its ' + repr(ckpt.key) if ckpt.key else 'the state_dict'}")
-    if prefix is None and not counts:
+    near = Counter({p: n for p, n in counts.items() if 2 * n >= len(expected)})  # not a few look-alike names
+    if prefix is None and not near:
         raise CheckpointError(f"{what}{f' [{key!r}]' if key else ''} matches the model under no prefix: it holds "
                               f"{_quote(state)}; the model expects {_quote(expected)}. Hint: was it saved from "
-                              "another model, or with other --num-classes/--in-chans?")
-    if prefix is None:  # a partial match: verify_state_dict lists what differs
-        prefix = max(counts, key=lambda p: (counts[p], -len(p)))
+                              "another model? `msurg info FILE` shows what it holds")
+    if prefix is None:  # most keys match: verify_state_dict lists what differs
+        prefix = max(near, key=lambda p: (near[p], -len(p)))
     picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     left_out = tuple(k for k in state if not k.startswith(prefix))
     return picked, WeightsRead(ckpt.path, ckpt.format, key, prefix, ema, left_out)

@@ -8,6 +8,7 @@ proves nothing), a single `error: ...` line matching the expected message, no tr
 a byte-identical snapshot of the test folder (no new, partial or changed file).
 """
 
+import argparse
 import errno
 import json
 import os
@@ -120,8 +121,9 @@ READERS = {
     "export": (["export"], ["--out", "out.onnx"]),
     "grow": (["grow"], ["--out", "out.safetensors"]),
     "shrink --weights": (["shrink", MODEL, "--num-classes", "10", "--out", "out.safetensors", "--weights"], []),
+    "info": (["info"], []),
 }
-READERS_OF_PLANS = {k: v for k, v in READERS.items() if k != "shrink --weights"}
+READERS_OF_PLANS = {k: v for k, v in READERS.items() if k not in ("shrink --weights", "info")}
 
 
 def _reader(name):
@@ -384,6 +386,77 @@ def test_pickle_with_code_is_refused_by_the_python_api(work):
     assert not marker.exists()
 
 
+# --- training scripts' checkpoints: wrappers, prefixes, EMA ----------------------------------
+
+def test_namespace_beside_code_is_refused_and_the_code_never_runs(work):
+    """argparse.Namespace is allowed (timm's and torchvision's `args`); what stands beside it is not."""
+    marker = work / "PWNED"
+    state = torch.load("target.pth", weights_only=True)
+    torch.save({"state_dict": state, "args": argparse.Namespace(model=MODEL, lr=0.1), "epoch": 3,
+                "hook": _RunsCode(marker)}, work / "train.pth.tar")
+    torch.save({"model": state, "args": argparse.Namespace(payload=_RunsCode(marker))}, work / "nested.pth")
+    for args in (_read("shrink --weights", "train.pth.tar"), _read("shrink --weights", "nested.pth"),
+                 ["grow", "train.pth.tar", "--plan", "small.safetensors", "--out", "big.safetensors"],
+                 ["info", "nested.pth"]):
+        _fails(args, r"refusing '(train\.pth\.tar|nested\.pth)': it needs code to unpickle \((posix|os)\.system\); "
+                     r"modelsurgery only loads with weights_only=True\. Hint: re-save it", work)
+    with pytest.raises(CheckpointError, match=r"needs code to unpickle"):
+        checkpoint.load("train.pth.tar", plan=checkpoint.read_plan(read_state_dict("small.safetensors")[1]))
+    assert not marker.exists()
+    assert argparse.Namespace not in torch.serialization.get_safe_globals()  # allowed per load, never globally
+
+
+def _renamed(prefix):
+    state = torch.load("target.pth", weights_only=True)
+    return {f"{prefix}{k}": v for k, v in state.items()}
+
+
+def test_keys_under_no_prefix_list_what_was_found_and_expected(work):
+    torch.save({"state_dict": _renamed("backbone_"), "epoch": 1}, work / "other.pt")
+    match = (r"--weights 'other\.pt' \['state_dict'\] matches the model under no prefix: it holds "
+             r"'backbone_conv1\.0\.weight', 'backbone_conv1\.1\.weight', 'backbone_conv1\.1\.bias', \.\.\. \(\d+ in all\); "
+             r"the model expects 'conv1\.0\.weight', 'conv1\.1\.weight', 'conv1\.1\.bias', \.\.\. \(\d+ in all\)\. Hint")
+    _fails(_read("shrink --weights", "other.pt"), match, work)
+    _fails(["grow", "other.pt", "--plan", "small.safetensors", "--out", "big.safetensors"],
+           r"'other\.pt' \['state_dict'\] matches the model under no prefix: it holds 'backbone_conv1", work)
+
+
+def test_ema_without_ema_weights_is_one_error(work):
+    torch.save({"state_dict": _renamed("module."), "optimizer": {}, "epoch": 1}, work / "no_ema.pth")
+    _fails([*_read("shrink --weights", "target.pth"), "--ema"],
+           r"--ema: --weights 'target\.pth' holds no EMA weights \(a bare state_dict\)\. Hint: drop --ema", work)
+    _fails([*_read("shrink --weights", "no_ema.pth"), "--ema"],
+           r"holds no EMA weights \(top-level keys: 'state_dict', 'optimizer', 'epoch'\)\. Hint: drop --ema to read "
+           r"its 'state_dict'", work)
+    _fails(["grow", "small.safetensors", "--ema", "--out", "big.safetensors"],
+           r"--ema: 'small\.safetensors' holds no EMA weights \(a safetensors file\)\. Hint: drop --ema", work)
+    _fails(["export", "small.safetensors", "--ema", "--out", "m.onnx"], r"holds no EMA weights", work)
+    _fails(["shrink", MODEL, "--ema", "--out", "out.safetensors"],
+           r"--ema reads the EMA weights of --weights\. Hint: add --weights FILE", work)
+    with pytest.raises(CheckpointError, match=r"--ema: 'target\.pth' holds no EMA weights"):
+        read_state_dict("target.pth", ema=True)
+
+
+def test_only_ema_weights_need_ema(work):
+    torch.save({"model_ema": {"n_averaged": torch.tensor(3), **_renamed("module.")}, "epoch": 1}, work / "ema.pth")
+    _fails(_read("shrink --weights", "ema.pth"),
+           r"--weights 'ema\.pth' holds only EMA weights \('model_ema'\)\. Hint: pass --ema to read them", work)
+    assert _invoke([*_read("shrink --weights", "ema.pth"), "--ema"]).exit_code == 0
+
+
+def test_two_copies_of_the_model_are_ambiguous(work):
+    torch.save({"state_dict": {**_renamed("student."), **_renamed("teacher.")}}, work / "distill.ckpt")
+    _fails(_read("shrink --weights", "distill.ckpt"), r"--weights 'distill\.ckpt' holds the model's keys under "
+           r"several prefixes \('student\.', 'teacher\.'\)\. Hint: save the one you want as a plain state_dict", work)
+
+
+def test_checkpoint_without_a_state_dict_lists_its_keys(work):
+    torch.save({"epoch": 3, "args": argparse.Namespace(lr=0.1), "optimizer": {"state": {}}}, work / "empty.pth")
+    for args in (_read("shrink --weights", "empty.pth"), ["info", "empty.pth"]):
+        _fails(args, r"'empty\.pth' holds no state_dict of tensors \(top-level keys: 'epoch', 'args', 'optimizer'\)\. "
+                     r"Hint: save `model\.state_dict\(\)`", work)
+
+
 # --- models and layers -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("cmd", ["plan", "shrink"])
@@ -599,6 +672,7 @@ LIBRARY_ERRORS = {  # a command line per command that fails inside the library
     "shrink": ["shrink", "resnet1800", "--out", "x.safetensors"],
     "grow": ["grow", "nope.safetensors"],
     "export": ["export", "nope.safetensors", "--out", "x.onnx"],
+    "info": ["info", "nope.safetensors"],
 }
 
 
