@@ -22,8 +22,8 @@ from .plan import Plan
 from .torchfile import StoredWeights, WeightsRead, pick_weights, read_torch, wrapper_prefix
 from .trace import first_line
 
-__all__ = ["save", "load", "save_state_dict", "read_state_dict", "open_weights", "read_plan", "atomic_write",
-           "check_output", "verify_state_dict", "warn_nonfinite", "META_VERSION", "META_FORM", "META_PLAN"]
+__all__ = ["save", "load", "load_reporting", "save_state_dict", "read_state_dict", "open_weights", "read_plan",
+           "atomic_write", "check_output", "verify_state_dict", "warn_nonfinite", "META_VERSION", "META_FORM", "META_PLAN"]
 
 META_VERSION = "modelsurgery.version"
 META_FORM = "modelsurgery.form"
