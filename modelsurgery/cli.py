@@ -112,7 +112,8 @@ def plan(model, num_classes, in_chans, input_size, target_size, kernel_map, even
               help="Trained target checkpoint (.safetensors/.pt/.pth) to downscale instead of a fresh init.")
 @click.option("--method", type=click.Choice(DOWNSCALE_METHODS), default=DEFAULT_DOWNSCALE_METHOD, show_default=True,
               help="Kernel downscaling for --weights (pinv is the exact inverse of grow's pinv).")
-@click.option("--ema", is_flag=True, help="Read the EMA weights of --weights (timm's state_dict_ema, torchvision's model_ema).")
+@click.option("--ema", is_flag=True,
+              help="Read the EMA weights of --weights (timm's state_dict_ema, torchvision's model_ema).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_map, even_padding,
            weights, method, ema, force):
@@ -126,8 +127,9 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
     from .convert import shrink_to_file
 
     click.echo(format_report(shrink_to_file(
-        model, out, weights=weights, method=method, ema=ema, force=force, input_size=input_size, target_size=target_size,
-        kernel_map=kernel_map, even_padding=even_padding, num_classes=num_classes, in_chans=in_chans)))
+        model, out, weights=weights, method=method, ema=ema, force=force, input_size=input_size,
+        target_size=target_size, kernel_map=kernel_map, even_padding=even_padding, num_classes=num_classes,
+        in_chans=in_chans)))
 
 
 @cli.command()
@@ -148,7 +150,8 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
 @click.option("--calibrate", type=click.Path(), default=None,
               help="Training images for calibration at the target size (a Fashion-MNIST/MNIST IDX folder, "
                    "an ImageFolder, or 'fixture'): least-squares kernel fit, then BatchNorm recalibration.")
-@click.option("--ema", is_flag=True, help="Read the EMA weights of CKPT (timm's state_dict_ema, torchvision's model_ema).")
+@click.option("--ema", is_flag=True,
+              help="Read the EMA weights of CKPT (timm's state_dict_ema, torchvision's model_ema).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, ema, force):
     """Convert a trained pre-train checkpoint CKPT into the full-size target model.
@@ -172,7 +175,8 @@ def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, ema, force):
 @click.option("--opset", type=click.IntRange(min=7), default=None, help="ONNX opset [default: the exporter's].")
 @click.option("--plan", "plan_file", type=click.Path(), default=None,
               help="Plan for a .pt/.pth CKPT that carries none: a modelsurgery .safetensors or plan .json.")
-@click.option("--ema", is_flag=True, help="Read the EMA weights of CKPT (timm's state_dict_ema, torchvision's model_ema).")
+@click.option("--ema", is_flag=True,
+              help="Read the EMA weights of CKPT (timm's state_dict_ema, torchvision's model_ema).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def export(ckpt, out, input_size, opset, plan_file, ema, force):
     """Export the model in CKPT (pre-train or target) to ONNX with a dynamic batch axis.

@@ -133,7 +133,8 @@ def lightning(folder, model: nn.Module, size: int, attribute: str = "model", ema
             "ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 1, "
             "'train_time_interval': None}": {
                 "monitor": "val_loss", "best_model_score": torch.tensor(0.42), "best_model_path": "ckpts/e1.ckpt",
-                "current_score": torch.tensor(0.42), "dirpath": "ckpts", "best_k_models": {"ckpts/e1.ckpt": torch.tensor(0.42)},
+                "current_score": torch.tensor(0.42), "dirpath": "ckpts",
+                "best_k_models": {"ckpts/e1.ckpt": torch.tensor(0.42)},
                 "kth_best_model_path": "ckpts/e1.ckpt", "kth_value": torch.tensor(0.42), "last_model_path": ""},
             "EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}": {
                 "wait_count": 0, "stopped_epoch": 0, "best_score": torch.tensor(0.42), "patience": 3}},

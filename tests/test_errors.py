@@ -414,8 +414,9 @@ def _renamed(prefix):
 def test_keys_under_no_prefix_list_what_was_found_and_expected(work):
     torch.save({"state_dict": _renamed("backbone_"), "epoch": 1}, work / "other.pt")
     match = (r"--weights 'other\.pt' \['state_dict'\] matches the model under no prefix: it holds "
-             r"'backbone_conv1\.0\.weight', 'backbone_conv1\.1\.weight', 'backbone_conv1\.1\.bias', \.\.\. \(\d+ in all\); "
-             r"the model expects 'conv1\.0\.weight', 'conv1\.1\.weight', 'conv1\.1\.bias', \.\.\. \(\d+ in all\)\. Hint")
+             r"'backbone_conv1\.0\.weight', 'backbone_conv1\.1\.weight', 'backbone_conv1\.1\.bias', \.\.\. "
+             r"\(\d+ in all\); the model expects 'conv1\.0\.weight', 'conv1\.1\.weight', 'conv1\.1\.bias', \.\.\. "
+             r"\(\d+ in all\)\. Hint")
     _fails(_read("shrink --weights", "other.pt"), match, work)
     _fails(["grow", "other.pt", "--plan", "small.safetensors", "--out", "big.safetensors"],
            r"'other\.pt' \['state_dict'\] matches the model under no prefix: it holds 'backbone_conv1", work)
