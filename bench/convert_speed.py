@@ -98,7 +98,8 @@ def worker(verb: str, args: list[str]) -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     steps: dict[str, float] = {}
     if verb == "grow":
-        for name in ("read_state_dict", "_grow_plan", "_pretrain_net", "verify_state_dict", "save", "_fidelity"):
+        for name in ("open_weights", "_grow_plan", "pick_weights", "_pretrain_net", "verify_state_dict", "save",
+                     "_fidelity"):
             _timed(convert, name, steps)
         _timed(zoo, "rebuild", steps)
         _timed(grow, "grow", steps)
