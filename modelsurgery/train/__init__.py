@@ -29,7 +29,7 @@ from .recipe import NetworkConfig, RecipeConfig, run_recipe
 from .results import (TOLERANCE, compare, finish, format_table, git_revision, machine_info, summarize,
                       time_to_accuracy, write_results)
 from .runs import default_out, fit, make_trainer, prepare_out, train_baseline, train_method
-from .schedules import Cosine, Hold, LRSchedule, MultiStep, ramp_size
+from .schedules import Cosine, Hold, LRSchedule, MultiStep, Rewarm, WarmupStableDecay, ramp_size
 from .state import CheckpointInfo, load_training_checkpoint, read_checkpoint_info, save_training_checkpoint
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
     "load_fashion_mnist", "load_fixture_fashion_mnist", "load_idx", "load_image_folder",
     "read_idx", "resize_images",
     "SOURCES", "Dataset", "data_source", "load_images", "load_dataset", "make_loaders",
-    "MultiStep", "Cosine", "Hold", "LRSchedule", "ScheduleError", "ramp_size",
+    "MultiStep", "Cosine", "Hold", "Rewarm", "WarmupStableDecay", "LRSchedule", "ScheduleError", "ramp_size",
     "CheckpointInfo", "save_training_checkpoint", "load_training_checkpoint", "read_checkpoint_info",
     "DistInfo", "setup_distributed", "cleanup_distributed", "dist_info", "barrier", "pick_device",
     "seed_everything",
