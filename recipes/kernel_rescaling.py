@@ -26,7 +26,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from modelsurgery.methods import Compose, KernelRescaling, LowMode
-from modelsurgery.train import Hold, NetworkConfig, parse_config, run_recipe, summarize, train_method
+from modelsurgery.train import Hold, NetworkConfig, Rewarm, loss_jump, parse_config, run_recipe, summarize, train_method
 
 METHOD = "kernel_rescaling"
 
@@ -43,6 +43,8 @@ class Config(NetworkConfig):
     grow_method: str = "pinv"           # kernel upscale: pinv, bilinear or replicate
     lstsq: int = 0                      # images for the least-squares kernel fit after the grow (0: off)
     recalibrate: int = 1024             # images for BatchNorm recalibration after the grow (0: none)
+    carry_momentum: bool = False        # carry SGD momentum across the grow through the weights' linear map
+    rewarm: float = 0.0                 # epochs of LR re-warm-up (from x0.1) right after the grow (0: none)
     low_p: float = 0.0                  # with low mode: p_low of the target's iterations after the grow (0: off)
     low_full_epochs: int = 4            # with low mode: full-mode-only epochs after each LR change
     demo: bool = False                  # short comparison on the fixture data with --baseline (README)
@@ -64,16 +66,18 @@ def train(cfg: Config, data, schedule, run_dir) -> dict:
     """The pre-train network until the switch, then the grown target; with --low-p, low mode after the grow."""
     kr = KernelRescaling(cfg.network(data), target_size=cfg.size, switch_epoch=cfg.switch,
                          pretrain_size=cfg.pretrain_size, kernel_map=cfg.kernel_map, grow_method=cfg.grow_method,
-                         lstsq=cfg.lstsq, recalibrate=cfg.recalibrate)
+                         lstsq=cfg.lstsq, recalibrate=cfg.recalibrate, carry_momentum=cfg.carry_momentum)
     if cfg.extra_epochs:
         schedule = Hold(schedule, at=cfg.switch, epochs=cfg.extra_epochs)
+    if cfg.rewarm:
+        schedule = Rewarm(schedule, at=cfg.switch, epochs=cfg.rewarm)
     method = kr
     if cfg.low_p:   # the pre-train net stays in full mode: its 2x2 kernels and 19 px maps have little to pool
         method = Compose(kr, LowMode(cfg.low_p, full_epochs=cfg.low_full_epochs, seed=cfg.seed,
                                      lr_milestones=schedule.changes, form="target"))
     history = train_method(cfg, kr.model, data, schedule, run_dir, method=method,
                            epochs=cfg.epochs + cfg.extra_epochs, form=kr.form, plan=kr.plan)
-    return summarize(history, plan=kr.plan, switch=cfg.switch)
+    return summarize(history, plan=kr.plan, switch=cfg.switch, loss_jump=loss_jump(history, cfg.switch))
 
 
 def main(cfg: Config) -> dict:

@@ -70,8 +70,10 @@ def carry_momentum(old_model: nn.Module, old_optimizer: torch.optim.Optimizer, n
     buffers = momentum_buffers(old_model, old_optimizer)
     if not buffers:
         return new_optimizer
-    full = {name: buffers[name].detach() if name in buffers else torch.zeros_like(p)
-            for name, p in old_model.named_parameters()}
+    # Fresh copies: a buffer loaded from a checkpoint may sit in memory aligned otherwise, and BLAS
+    # kernels can round differently on it; a resumed run must convert exactly as an uninterrupted one.
+    full = {name: buffers[name].detach().clone(memory_format=torch.contiguous_format) if name in buffers
+            else torch.zeros_like(p, memory_format=torch.contiguous_format) for name, p in old_model.named_parameters()}
     converted = convert(full) if convert is not None else full
     for name, p in new_model.named_parameters():
         m = converted.get(name)
