@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import statistics
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -160,7 +159,3 @@ def run_key(config: Mapping[str, Any]) -> str:
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-
-def finite(value: Any) -> bool:
-    """Whether `value` is a finite number."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

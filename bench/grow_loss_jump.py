@@ -28,15 +28,20 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import shutil
 import statistics
 import tempfile
 from pathlib import Path
 
-from bench.common import RESULTS, Run, goal
-from modelsurgery.methods import KernelRescaling
-from modelsurgery.nets import build_model
-from modelsurgery.train import (DEFAULT_ROOT, Rewarm, Trainer, WarmupStableDecay, fit, load_dataset, loss_jump,
+# OpenMP threads that sleep at barriers instead of spinning: on a machine shared with other jobs a
+# spinning thread steals its partner's core (set before torch loads; an explicit setting wins).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from bench.common import RESULTS, Run, goal  # noqa: E402
+from modelsurgery.methods import KernelRescaling  # noqa: E402
+from modelsurgery.nets import build_model  # noqa: E402
+from modelsurgery.train import (DEFAULT_ROOT, Rewarm, Trainer, WarmupStableDecay, fit, load_dataset, loss_jump,  # noqa: E402
                                 make_loaders, seed_everything)
 
 GROWS = {"pinv+bn": 0, "lstsq+bn": 512}        # grow name -> least-squares images (0: off)

@@ -52,15 +52,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import RESULTS, ROOT, Run, goal, load_average, write_results
-from bench.frontier import method_point, point_summary, run_key
-from modelsurgery.errors import SurgeryError
+# OpenMP threads that sleep at barriers instead of spinning: on a machine shared with other jobs a
+# spinning thread steals its partner's core (set before torch loads; an explicit setting wins).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from bench.common import RESULTS, ROOT, Run, goal, load_average, write_results  # noqa: E402
+from bench.frontier import method_point, point_summary, run_key  # noqa: E402
+from modelsurgery.errors import SurgeryError  # noqa: E402
 
 CACHE_VERSION = 1
 METHODS = ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing",
