@@ -212,6 +212,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", size=self.size)
         broadcast_buffers(self.model)   # DDP syncs BN statistics before a forward, not after the last
         stats = all_reduce_sum(torch.stack([total, torch.tensor(float(n), device=self.device)]))
+        if self.step_losses:   # the mean over ranks, like train_loss, so every rank logs the same
+            steps = all_reduce_sum(steps) / self.dist.world_size
         self._steps = [round(v, 5) for v in steps.tolist()] if self.step_losses else []
         return (stats[0] / stats[1].clamp(min=1)).item(), wrapped / max(n, 1), lr
 
