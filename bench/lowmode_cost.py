@@ -15,8 +15,11 @@ Speed is a ratio taken in one process; on a shared machine other jobs still skew
 result records the load average and the OpenMP wait policy, and `--threads 2,1` adds a
 single-thread pass, which suffers less when the cores are oversubscribed.
 
+On CUDA (`--device cuda`) both modes run in bf16 autocast with channels_last, every phase is
+timed after a device synchronize, and the per-op profile (self CPU time) is skipped.
+
 Usage (from the repository root):
-    python -m bench.lowmode_cost [--repeats N] [--threads 2[,1]] [--out PATH]
+    python -m bench.lowmode_cost [--repeats N] [--threads 2[,1]] [--out PATH] [--device cpu|cuda]
     python -m bench.lowmode_cost --quick --out /tmp/lm.json    # smoke run: ResNet-18, 2 repeats, batch 8
 """
 
@@ -60,30 +63,42 @@ class Config:
     repeats: int = 15  # timed steps per mode
     lr: float = 0.01  # SGD, momentum 0.9
     goal: float = 0.40  # low/full step-time ratio to reach
+    device: str = "cpu"  # cpu, or cuda (bf16 autocast, channels_last)
     out: str = str(RESULTS / "lowmode_cost.json")
 
 
-def make_step(model, opt, x, y, low_kwargs):
+def _now(device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()   # CUDA runs asynchronously: time finished work only
+    return time.perf_counter()
+
+
+def make_step(model, opt, x, y, low_kwargs, device: str = "cpu"):
     """A training step that returns its (forward, backward, optimizer) times in seconds."""
+    cuda = device == "cuda"
+
     def step(low: bool) -> tuple[float, float, float]:
-        t0 = time.perf_counter()
+        t0 = _now(device)
         opt.zero_grad(set_to_none=True)
         with low_mode(model, **low_kwargs) if low else contextlib.nullcontext():
-            loss = F.cross_entropy(model(x), y)
-        t1 = time.perf_counter()
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(model(x).float(), y)
+        t1 = _now(device)
         loss.backward()
-        t2 = time.perf_counter()
+        t2 = _now(device)
         opt.step()
-        return t1 - t0, t2 - t1, time.perf_counter() - t2
+        return t1 - t0, t2 - t1, _now(device) - t2
     return step
 
 
 def setup(name: str, cfg: Config):
     torch.manual_seed(0)
+    fmt = torch.channels_last if cfg.device == "cuda" else torch.contiguous_format
     model = timm.create_model(name, pretrained=False, num_classes=cfg.num_classes).train()
+    model = model.to(cfg.device, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
-    x = torch.randn(cfg.batch, 3, cfg.input_size, cfg.input_size)
-    y = torch.randint(0, cfg.num_classes, (cfg.batch,))
+    x = torch.randn(cfg.batch, 3, cfg.input_size, cfg.input_size).to(cfg.device, memory_format=fmt)
+    y = torch.randint(0, cfg.num_classes, (cfg.batch,)).to(cfg.device)
     return model, opt, x, y
 
 
@@ -144,12 +159,12 @@ def profile_breakdown(step) -> dict:
 
 def measure(name: str, low_kwargs: dict, threads: int, cfg: Config) -> dict:
     model, opt, x, y = setup(name, cfg)
-    step = make_step(model, opt, x, y, low_kwargs)
+    step = make_step(model, opt, x, y, low_kwargs, cfg.device)
     run = {"model": name, "low_mode_kwargs": low_kwargs, "paper_setting": not low_kwargs,
-           "threads": threads, "loadavg_start": load_average()[0]}
+           "threads": threads, "device": cfg.device, "loadavg_start": load_average()[0]}
     run |= time_steps(step, cfg)
     run |= count_flops(model, x, y, low_kwargs)
-    run["profile_self_ms"] = profile_breakdown(step)
+    run["profile_self_ms"] = profile_breakdown(step) if cfg.device == "cpu" else None
     run["goal_met"] = run["ratio"] <= cfg.goal
     print(f"{name:9s} {str(low_kwargs):26s} threads {threads}  full {run['full_ms_median']:8.1f} ms  "
           f"low {run['low_ms_median']:8.1f} ms  ratio {run['ratio']:.3f}  "
@@ -158,6 +173,8 @@ def measure(name: str, low_kwargs: dict, threads: int, cfg: Config) -> dict:
 
 
 def main(cfg: Config) -> dict:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but CUDA is not available. Hint: run on a GPU machine, or --device cpu")
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}
     run = Run("lowmode_cost", {**settings, "timm": timm.__version__,
                                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")})
@@ -182,9 +199,11 @@ if __name__ == "__main__":
     parser.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 2,1")
     parser.add_argument("--out", default=Config.out)
     parser.add_argument("--quick", action="store_true", help="smoke run: ResNet-18 only, batch 8, 2 repeats")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: bf16 autocast and channels_last, timed after a synchronize")
     args = parser.parse_args()
     threads = tuple(int(t) for t in args.threads.split(","))
-    cfg = Config(repeats=args.repeats, threads=threads, out=args.out)
+    cfg = Config(repeats=args.repeats, threads=threads, out=args.out, device=args.device)
     if args.quick:
         cfg = dataclasses.replace(cfg, runs=[("resnet18", {})], batch=8, warmup=1, repeats=2)
     main(cfg)

@@ -216,6 +216,60 @@ def grow_speed(e: dict) -> list[str]:
 
 
 def time_to_accuracy(e: dict) -> list[str]:
+    """The frontier layout (baseline and method points), or the older one-schedule comparison."""
+    return _frontier(e) if "methods" in e["data"] else _time_to_accuracy_single(e)
+
+
+def _acc(p: dict) -> str:
+    return f"{_pct(p['acc_mean'], '.2%')} ± {_pct(p['acc_std'], '.2%')}" if p["acc_std"] is not None else \
+        _pct(p["acc_mean"], ".2%")
+
+
+def _saving(p: dict, suffix: str = "") -> str:
+    if p.get(f"saving_at_equal_acc{suffix}") is not None:
+        return _pct(p[f"saving_at_equal_acc{suffix}"], "+.1%")
+    return "above the frontier" if p.get("above_frontier") and not suffix else "—"
+
+
+def _frontier(e: dict) -> list[str]:
+    d = e["data"]
+    base_head = ["epochs", "seeds", "accuracy", "train (s)", "eval (s)", "cost model (s)"]
+    base_rows = lambda pts: [[str(p["epochs"]), str(len(p["seeds"])), _acc(p), _x(p["train_s_mean"], ".0f"),  # noqa
+                              _x(p["eval_s_mean"], ".1f"), _x(p["cost_s_mean"], ".0f")] for p in pts]
+    out = [f"Accuracy against training time, mean ± std over seeds; methods read off their baseline's frontier "
+           f"(monotone interpolation, no extrapolation). Headline budget: {d['headline_epochs']} epochs."
+           + (" Smoke run (`--quick`, fixture data): not a measurement." if d.get("quick") else "")
+           + ("" if d.get("complete", True) else f" Incomplete: {len(d.get('missing', []))} runs still to train."), ""]
+    for title, key, methods in (("FashionResNet-18 baseline", "baseline", [m for m in d["methods"] if m != "coarse_to_fine"]),
+                                ("C2FNet baseline", "c2f_baseline", [m for m in d["methods"] if m == "coarse_to_fine"])):
+        if not d.get(key):
+            continue
+        out += [f"{title}:", "", *_table(base_head, base_rows(d[key])), ""]
+        rows = [[f"`{m}`", str(p["epochs"]), str(len(p["seeds"])), _acc(p), _x(p["train_s_mean"], ".0f"),
+                 _saving(p), _pct(p.get("acc_gain_at_equal_time"), "+.2%"), _saving(p, "_cost_model")]
+                for m in methods for p in d["methods"][m]]
+        if rows:
+            out += [*_table(["method", "epochs", "seeds", "accuracy", "train (s)", "saving at equal acc",
+                             "acc gain at equal time", "saving (cost model)"], rows), ""]
+    if d.get("step_times_s"):
+        out += ["Step times measured interleaved at the start of the sitting (the cost model): "
+                + ", ".join(f"{k} {_x(1000 * v, '.1f')} ms" for k, v in d["step_times_s"].items()) + ".", ""]
+    return [*out, *_goals(e, lambda _, v: "not read" if v is None else _pct(v, "+.1%") if isinstance(v, float)
+                          else str(v))]
+
+
+def grow_loss_jump(e: dict) -> list[str]:
+    d = e["data"]
+    rows = [[f"`{name}`", _x(r["before"], ".3f"), _x(r["after"], ".3f"), _x(r["ratio"], ".3f"),
+             "best" if name == d["best"] else ""] for name, r in d["mean_over_seeds"].items()]
+    return [f"Mean training loss over the last {e['settings']['steps']} iterations before kernel rescaling's grow and "
+            f"the first {e['settings']['steps']} after, mean over seeds {d['seeds']} (FashionResNet-18 width "
+            f"{e['settings']['width']}, grow at epoch {e['settings']['switch']} of {e['settings']['epochs']}).", "",
+            *_table(["grow", "before", "after", "after / before", ""], rows), "",
+            *_goals(e, lambda _, v: _x(v, ".3f") if isinstance(v, float) else str(v))]
+
+
+def _time_to_accuracy_single(e: dict) -> list[str]:
     d, out = e["data"], []
     for title, key in (("FashionResNet-18", "comparison"), ("coarse-to-fine (C2FNet)", "c2f_comparison")):
         runs = d.get(key) or []
@@ -244,7 +298,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "lowmode_cost": ("Low-mode step cost", lowmode_cost),
     "grow_fidelity": ("Accuracy kept at the grow", grow_fidelity),
     "grow_speed": ("Grow speed", grow_speed),
-    "time_to_accuracy": ("Time to accuracy", time_to_accuracy)}
+    "time_to_accuracy": ("Time to accuracy", time_to_accuracy),
+    "grow_loss_jump": ("Loss jump at the grow", grow_loss_jump)}
 
 
 def generic(e: dict) -> list[str]:
@@ -401,6 +456,11 @@ def _headline_rows(name: str, tag: str, e: dict) -> list[list[str]]:
         return [["Accuracy kept right after the grow (Fashion-MNIST)",
                  f"{_pct(methods[s['calibrated_default']]['retention'], '.1%')} with `--calibrate`, "
                  f"{_pct(methods[s['default_method']]['retention'], '.1%')} without", src]]
+    if e["script"] == "time_to_accuracy" and not tag and "methods" in d:
+        kr = next(p for p in d["methods"]["kernel_rescaling"] if p["epochs"] == d["headline_epochs"])
+        return [[f"Time to accuracy, kernel rescaling, {kr['epochs']} epochs, {len(kr['seeds'])} seeds",
+                 f"{_acc(kr)} in {_x(kr['train_s_mean'], '.0f')} s: {_saving(kr)} of the baseline's time at equal "
+                 "accuracy", src]]
     if e["script"] == "time_to_accuracy" and not tag:
         runs = {r["method"]: r for r in d["comparison"]}
         kr, base = runs["kernel_rescaling"], runs["baseline"]

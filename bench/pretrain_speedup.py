@@ -22,7 +22,8 @@ Usage (from the repository root):
     python -m bench.pretrain_speedup --models resnet18 --repeats 3 --batch 4 --out /tmp/x.json
 
 On a machine with CUDA the GPU path (bf16 autocast, channels_last) is measured as well; on the
-CPU the output and the JSON say that it was not.
+CPU the output and the JSON say that it was not. `--device cpu` measures the CPU only, `--device
+cuda` the GPU only (the models' speed-up and the goals are then the GPU's).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def measure_model(name: str, args) -> dict:
     repeats = min(args.repeats, HEAVY.get(name, args.repeats))
     rec["repeats"], rec["warmup"] = repeats, args.warmup
     target = rebuild(plan.source)
-    for fmt in args.memory_formats.split(","):
+    for fmt in args.memory_formats.split(",") if args.device != "cuda" else ():
         # One pair per memory format, interleaved within the pair; the models move to the
         # format in place (a pair's optimizer state is its own).
         start = time.perf_counter()
@@ -139,14 +140,17 @@ def measure_model(name: str, args) -> dict:
         if args.profile:
             rec[key]["profile"] = profile_pair(t_step, p_step, table.speedup)
         del t_step, p_step
-    primary = rec.get("cpu") or rec[f"cpu_{args.memory_formats.split(',')[0]}"]
-    rec["measured_speedup"] = primary["speedup"]
-    rec["ratio_to_predicted"] = rec["measured_speedup"] / table.speedup
-    if torch.cuda.is_available():
+    if args.device != "cuda":
+        primary = rec.get("cpu") or rec[f"cpu_{args.memory_formats.split(',')[0]}"]
+        rec["measured_speedup"] = primary["speedup"]
+        rec["ratio_to_predicted"] = rec["measured_speedup"] / table.speedup
+    if torch.cuda.is_available() and args.device != "cpu":
         t_step = Step(target, plan.target_size, args.batch, "cuda", args.num_classes, channels_last=True, bf16=True)
         p_step = Step(small, plan.input_size, args.batch, "cuda", args.num_classes, channels_last=True, bf16=True)
         rec["gpu"] = summarize(*time_pair(t_step, p_step, max(repeats, 20), max(args.warmup, 5)))
         rec["gpu"]["ratio_to_predicted"] = rec["gpu"]["speedup"] / table.speedup
+        if args.device == "cuda":
+            rec["measured_speedup"], rec["ratio_to_predicted"] = rec["gpu"]["speedup"], rec["gpu"]["ratio_to_predicted"]
     else:
         rec["gpu"] = None
     return rec
@@ -160,7 +164,7 @@ def goals(records: list[dict]) -> list[dict]:
     """The goals, evaluated for every measured CPU memory format."""
     by_name = {r["model"]: r for r in records}
     out = []
-    for key in cpu_keys(records[0]) if records else []:
+    for key in [*cpu_keys(records[0]), *(["gpu"] if records[0].get("gpu") else [])] if records else []:
         fmt = "" if key == "cpu" else "_" + key.removeprefix("cpu_")
         if "resnet34" in by_name:
             value = by_name["resnet34"][key]["speedup"]
@@ -224,12 +228,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--memory-formats", default="contiguous,channels_last",
                     help="CPU memory formats to measure, each as its own interleaved pair; the first is the headline")
     ap.add_argument("--out", type=Path, default=RESULTS / "pretrain_speedup.json")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="auto: the CPU, and the GPU when there is one; cpu or cuda: that one only")
     args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but CUDA is not available. Hint: run on a GPU machine, or --device cpu")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     run = Run("pretrain_speedup", {
         "models": args.models.split(","), "batch": args.batch, "repeats": args.repeats, "repeats_cap": HEAVY,
-        "warmup": args.warmup, "threads": args.threads, "num_classes": args.num_classes,
+        "warmup": args.warmup, "threads": args.threads, "device": args.device, "num_classes": args.num_classes,
         "optimizer": "SGD(lr=1e-3, momentum=0.9, wd=1e-4)", "order": "interleaved ABBA",
         "speedup": "median(target) / median(pre-train)", "memory_formats": args.memory_formats.split(","),
         "keys": "cpu = contiguous (NCHW, PyTorch's default); cpu_channels_last = both networks "
@@ -241,10 +249,11 @@ def main(argv=None) -> dict:
         rec = measure_model(name.strip(), args)
         records.append(rec)
         report(name, rec)
-    gpu = ("measured" if torch.cuda.is_available()
+    gpu = ("measured" if torch.cuda.is_available() and args.device != "cpu"
            else "not measured: CUDA is not available on this machine (bf16 autocast, channels_last)")
     result = run.finish(args.out, {"gpu_path": gpu, "models": records}, goals(records))
-    plot(records, args.out.with_suffix(".png"), result["machine"])
+    if args.device != "cuda":
+        plot(records, args.out.with_suffix(".png"), result["machine"])
     for g in result["goals"]:
         print(f"goal {g['name']}: {'met' if g['met'] else 'NOT met'}")
     m = result["machine"]

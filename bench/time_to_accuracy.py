@@ -1,211 +1,629 @@
-"""Time to accuracy on the full Fashion-MNIST: the baseline and every recipe, in one run.
+"""Time to accuracy on the full Fashion-MNIST, as a frontier: every method against the baseline's.
 
-Every method trains the same model on the same schedule from the same seed:
+FFCV's recipes train one recipe for several epoch budgets, the schedule stretched to each, and
+report accuracy against time; a method's saving is then read off that frontier at its own
+accuracy, 1 − t_method / t_baseline(acc) (`bench.frontier`). This benchmark does the same:
 
-- model: `FashionResNet-18`, width 8 (`modelsurgery.nets`): the ResNet-18 layout (2-2-2-2 basic
-  blocks, stage widths 8-16-32-64), 1 channel, 28 px, a 3×3 stride-1 stem and no max-pool, so
-  the stages see 28, 14, 7 and 4 px maps. Why this one: an ImageNet stem (7×7/2 and a max-pool)
-  leaves 7 px maps after the stem and 1×1 maps in layer4 at 28 px, where 3×3 kernels see mostly
-  padding; upsampling the images to 56/64 px instead makes every step ≥ 4× dearer, and five
-  trainings on 60,000 images would not fit in 30 minutes on 2 cores. At width 8 one epoch takes well under a
-  minute, and the per-step speed table below (measured at the start of every run, same
-  process) shows what each method can save at most: the pre-train step (2×2 kernels, 19 px)
-  and the low-mode step (1×1 kernels, 14 px) cost only a fraction of a full step even at this
-  size, where per-layer overheads weigh most.
-- schedule: SGD, momentum 0.9, weight decay 5e-4, batch 256, LR 0.1 dropping ×0.1 at epoch 6,
-  8 epochs; no augmentation. Kernel rescaling grows at epoch 4 (two epochs before the drop,
-  the paper's choice); low mode runs p = 0.5 with full-mode epochs after the LR change
-  (Nouri et al. 2019, Algorithm 1); progressive resizing ramps 16 → 28 px (gradual, multiples of 4) or steps once.
-- coarse-to-fine (Liu et al. 2016) needs a network whose classifier sees the feature map, so it runs the
-  `C2FNet` family (8 → 16 → 32 px) against its own baseline (the last stage trained at 32 px
-  from scratch), on the same schedule and seed.
+- network: FashionResNet-18, width 8 (`modelsurgery.nets`: 2-2-2-2 basic blocks, 8-16-32-64
+  channels, 3×3 stride-1 stem, no max-pool; 28/14/7/4 px maps). Its steps on this 2-core AMD
+  EPYC, measured side by side: pre-train (2×2 kernels, 19 px) 0.45 of a full step, low mode
+  (1×1 kernels, 14 px) 0.23, full 28 px epoch ≈ 71 s. Width 32 gives the pre-train step a
+  better ratio (0.37) but costs ~4× per epoch, which would leave one seed per point in 2 hours.
+- the same batch (256), SGD (momentum 0.9, weight decay 5e-4 on weights), no augmentation, and
+  one schedule for every run: warmup-stable-decay, LR 0.1 constant, then linear to 0 over the
+  last half of the budget (`train.WarmupStableDecay(decay=0.5)`). Why: budgets then share
+  their prefix, so the baseline's budgets whose cool-down starts at a whole epoch branch off one
+  trunk run per seed (a frontier of 1, 2, 4, 6 epochs costs 3 + 1 + 2 + 3 + 1 epochs, not 13);
+  the half-budget cool-down suits budgets of a few epochs. The methods run the same schedule.
+- methods, each at the `--budgets` (default 2 and 4 epochs; the headline is the largest):
+  `kernel_rescaling` grows at the start of the cool-down (`--switch-fraction` 0.5, the schedule's
+  analogue of de Gusmão et al.'s "before the LR drops") with the recipe's grow defaults
+  (`recipes/kernel_rescaling.py`); `kernel_rescaling+progressive_resizing` the same with the
+  pre-train phase ramped 12 → 19 px (`ProgressiveResizing(form="pretrain")`);
+  `progressive_resizing` ramps 16 → 28 px, full size in the last quarter; `low_mode` runs
+  p = 0.5 (Nouri et al. 2019) and full mode in the last quarter; `coarse_to_fine` (Liu et al.
+  2016) runs its own `C2FNet` family (8 → 16 → 32 px) against that network's own baseline.
+- seeds: `--seeds` (2) per point, `--headline-seeds` (3) at the headline budget; the baseline at
+  `--baseline` budgets 1, 2, 4, 6 (its largest above the methods').
+- time: training wall time (the Trainer's `wall`: iterations, grows and resizes), the final
+  evaluation timed apart; beside it a cost-model time, each run's iterations per kind of step
+  (input size × form, low) × that step's time, measured interleaved at the start of each sitting
+  (`bench.common.interleave`), so runs from an earlier sitting stay comparable.
 
-The target of each group is its baseline's final accuracy; a method reaches it at the first
-epoch within 0.3 points, and its saving is 1 − t_method / t_baseline with both times measured
-to that target (training wall time; evaluation excluded). Wall time is the metric, so the run
-waits for a quiet machine first (`--wait-load`), and records the load averages around every run.
+Every run's result is cached in `bench/results/time_to_accuracy_runs/<key>.json`, the key a hash
+of its full config (family, method, budget, seed, every hyperparameter, the data files, the torch
+version and device); a run already there is not trained again, and the summary is rewritten
+after every run, so a stop loses at most the run in progress (which resumes from its last epoch's
+checkpoint in `runs/time_to_accuracy/`).
+
+Estimate (2-core AMD EPYC, quiet, 71 s per full epoch): `--estimate` prints the run list; the
+default frontier is ≈ 80 full-epoch equivalents ≈ 1 h 40 min, under the 2-hour limit.
 
 Usage (from the repository root):
-    python -m bench.time_to_accuracy                      # ~25 min on 2 quiet cores
-    python -m bench.time_to_accuracy --methods kernel_rescaling,low_mode
-    python -m bench.time_to_accuracy --data fixture --max-batches 2 --epochs 2 --speed-steps 1 \
-        --wait-load none --methods kernel_rescaling --out /tmp/tta --runs /tmp/tta/runs   # smoke run
+    python -m bench.time_to_accuracy --estimate          # the run list and the estimated time
+    nohup python -m bench.time_to_accuracy > runs/time_to_accuracy.log 2>&1 &     # the frontier
+    python -m bench.time_to_accuracy --quick             # smoke run on the fixture data (< 1 min)
 
-Writes bench/results/time_to_accuracy.json and .png (runs' own outputs: runs/bench-<time>/).
+Writes bench/results/time_to_accuracy.json and .png.
 """
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import dataclasses
+import json
+import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+# OpenMP threads that sleep at barriers instead of spinning: on a machine shared with other jobs a
+# spinning thread steals its partner's core (set before torch loads; an explicit setting wins).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from bench.common import RESULTS, ROOT, Run, goal, interleave, load_average, median
-from modelsurgery.lowmode import low_mode as low_mode_context
-from modelsurgery.nets import C2FNet, build_model
-from modelsurgery.shrink import shrink
-from modelsurgery.train import DEFAULT_ROOT, MultiStep, seed_everything
-from modelsurgery.train.report import compare, format_table, load_dataset, parse_config, plot_panels, train_baseline
-from recipes import coarse_to_fine, kernel_rescaling, low_mode, progressive_resizing
+from bench.common import RESULTS, ROOT, Run, goal, load_average, write_results  # noqa: E402
+from bench.frontier import method_point, point_summary, run_key  # noqa: E402
+from modelsurgery.errors import SurgeryError  # noqa: E402
 
-METHODS = ("kernel_rescaling", "low_mode", "progressive_gradual", "progressive_step", "coarse_to_fine",
-           "kernel_rescaling+low_mode")
-# What fits in 30 minutes on 2 cores; progressive_step and the stretch run when asked for.
-DEFAULT_METHODS = ("kernel_rescaling", "low_mode", "progressive_gradual", "coarse_to_fine")
-GOALS = {"kernel_rescaling": 0.20, "low_mode": 0.15}   # saved wall time to the baseline's accuracy
+CACHE_VERSION = 1
+METHODS = ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing",
+           "coarse_to_fine")
+GOALS = {"kernel_rescaling": 0.20, "low_mode": 0.15}   # saving at equal accuracy, headline budget
+# Step cost relative to a full 28 px step, 2-core AMD EPYC (time_to_accuracy-amd.json, pretrain_speedup):
+# what --estimate assumes; the run measures its own table. Sizes not listed scale with the pixels.
+RATIOS = {"target 28px": 1.0, "target 24px": 1.10, "target 20px": 0.66, "target 16px": 0.44,
+          "pretrain 19px": 0.45, "low 28px": 0.23, "c2f 32px": 0.67, "c2f 16px": 0.09, "c2f 8px": 0.02}
+
+
+class FrontierError(SurgeryError, ValueError):
+    """Settings that make no frontier (budgets, seeds, methods)."""
 
 
 @dataclass
-class Config:
-    """Time to accuracy: baseline and every recipe on full Fashion-MNIST, same model, schedule and seed."""
+class Settings:
+    data: str = "/usr/share/datasets/fashion-mnist"
+    width: int = 8
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    decay: float = 0.5
+    baseline: tuple[int, ...] = (1, 2, 4, 6)
+    budgets: tuple[int, ...] = (2, 4)
+    c2f_budgets: tuple[int, ...] = (2, 4)
+    methods: tuple[str, ...] = METHODS
+    seeds: int = 2
+    headline_seeds: int = 3
+    switch_fraction: float = 0.5
+    pr_start: int = 16
+    krpr_start: int = 12
+    p_low: float = 0.5
+    c2f_widths: tuple[int, ...] = (16, 32, 128)
+    max_batches: int | None = None
+    device: str | None = None
+    threads: int | None = None
+    speed_steps: int = 6
+    epoch_s: float = 71.0
+    quick: bool = False
+    out: str = str(RESULTS / "time_to_accuracy.json")
+    cache: str = str(RESULTS / "time_to_accuracy_runs")
+    work: str = str(ROOT / "runs" / "time_to_accuracy")
 
-    data: str = DEFAULT_ROOT            # IDX folder with Fashion-MNIST (or "fixture" for a smoke run)
-    out: str = str(RESULTS)             # folder for time_to_accuracy.json and .png
-    runs: str | None = None             # folder for the runs' own outputs; default runs/bench-<date-time>
-    methods: tuple[str, ...] = DEFAULT_METHODS  # methods besides the baseline; also progressive_step, kernel_rescaling+low_mode
-    model: str = "fashion-resnet18"     # the shared model (modelsurgery.nets)
-    width: int = 8                      # channels of its first stage
-    epochs: int = 8                     # epochs of the shared schedule
-    milestones: tuple[int, ...] = (6,)  # epochs at whose start the LR drops x0.1
-    batch_size: int = 256               # images per step
-    lr: float = 0.1                     # learning rate before the drop
-    seed: int = 0                       # the same seed for every run
-    max_batches: int | None = None      # batches per epoch, for smoke tests; default all
-    wait_load: float | None = 1.5       # wait until the 1-minute load average is below this (none: don't)
-    max_wait: float = 3600.0            # s, give up waiting for a quiet machine after this long
-    speed_steps: int = 6                # timed steps per setting in the per-step speed table (0: skip)
-
-
-def wait_for_quiet(limit: float | None, max_wait: float) -> list[float]:
-    """Poll the load average every 60 s until the 1-minute value is below `limit`; return it."""
-    start = time.monotonic()
-    while limit is not None and load_average()[0] >= limit and time.monotonic() - start < max_wait:
-        print(f"waiting for a quiet machine: load {load_average()[0]:.2f} >= {limit}", flush=True)
-        time.sleep(60)
-    return load_average()
-
-
-def step_time(model, size: int, batch: int, steps: int, context=None) -> float:
-    """Median seconds of one SGD step (forward, backward, update) at `size` px."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(batch, 1, size, size), torch.randint(0, 10, (batch,))
-    model.train()
-
-    def step() -> None:
-        with context() if context else contextlib.nullcontext():
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-        opt.step()
-
-    return median(interleave({"step": step}, steps, warmup=2)["step"])
+    @property
+    def headline(self) -> int:
+        return max(self.budgets)
 
 
-def speed_table(cfg: Config) -> dict:
-    """Per-step time of every setting the methods train in, and its ratio to a full step (same process)."""
-    torch.manual_seed(cfg.seed)
-    target = build_model(cfg.model, width=cfg.width)
-    small, plan = shrink(build_model(cfg.model, width=cfg.width), target_size=28)
-    settings = {
-        "target 28 px": lambda: step_time(target, 28, cfg.batch_size, cfg.speed_steps),
-        f"pre-train {plan.input_size} px (2x2 kernels)": lambda: step_time(small, plan.input_size, cfg.batch_size,
-                                                                           cfg.speed_steps),
-        "low mode (14 px, 1x1 kernels)": lambda: step_time(target, 28, cfg.batch_size, cfg.speed_steps,
-                                                           lambda: low_mode_context(target, 2)),
-        **{f"target {s} px": (lambda s=s: step_time(target, s, cfg.batch_size, cfg.speed_steps)) for s in (16, 20, 24)},
-        **{f"C2FNet stage {s} px": (lambda s=s, w=w: step_time(C2FNet(s, w), s, cfg.batch_size, cfg.speed_steps))
-           for s, w in ((8, (4, 8, 32)), (16, (8, 16, 64)), (32, (16, 32, 128)))},
-    }
-    ms = {name: 1000 * measure() for name, measure in settings.items()}
-    full = ms["target 28 px"]
-    table = {name: {"ms": round(v, 2), "ratio": round(v / full, 3)} for name, v in ms.items()}
-    for name, row in table.items():
-        print(f"  {name:32s} {row['ms']:8.1f} ms/step  ratio {row['ratio']:.3f}", flush=True)
-    return table
+QUICK = dict(data="fixture", width=4, batch_size=64, max_batches=3, baseline=(1, 2, 4), budgets=(2, 3),
+             c2f_budgets=(2, 4), seeds=1, headline_seeds=1, c2f_widths=(4, 8, 16), speed_steps=1, threads=1,
+             out=str(ROOT / "runs" / "time_to_accuracy-quick" / "time_to_accuracy.json"),
+             cache=str(ROOT / "runs" / "time_to_accuracy-quick" / "cache"),
+             work=str(ROOT / "runs" / "time_to_accuracy-quick" / "work"))
 
 
-def recipe_config(module, cfg: Config, out: Path, **overrides):
-    """The recipe's Config with the shared settings."""
-    shared = dict(data=cfg.data, model=cfg.model, width=cfg.width, epochs=cfg.epochs, milestones=cfg.milestones,
-                  batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_batches=cfg.max_batches,
-                  out=str(out), force=True)
-    names = {f.name for f in dataclasses.fields(module.Config)}
-    return module.Config(**{k: v for k, v in {**shared, **overrides}.items() if k in names})
+@dataclass(frozen=True)
+class Spec:
+    """One run: a network family ("resnet", "c2f"), a method ("baseline" or a name), a budget, a seed."""
+
+    family: str
+    method: str
+    epochs: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}/{self.method}/{self.epochs}ep/seed{self.seed}"
 
 
-def run_baseline(cfg: Config, out: Path) -> dict:
-    """The shared baseline: the model at full size on the schedule (what `--baseline` of a recipe runs)."""
-    kcfg = kernel_rescaling.resolve(recipe_config(kernel_rescaling, cfg, out))
-    data = load_dataset(kcfg.data, size=kcfg.size)
-    seed_everything(kcfg.seed)
-    model = build_model(kcfg.model, width=kcfg.width, in_chans=data.in_chans, num_classes=data.num_classes)
-    schedule = MultiStep(kcfg.lr, kcfg.milestones, warmup=kcfg.warmup)
-    return train_baseline(kcfg, model, data, schedule, out)
+# ---- the plan -------------------------------------------------------------------------------------
+
+def validate(s: Settings) -> None:
+    """Raise FrontierError for settings that make no frontier, before anything trains."""
+    for name in ("baseline", "budgets") + (("c2f_budgets",) if "coarse_to_fine" in s.methods else ()):
+        b = list(getattr(s, name))
+        if not b or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in b) or b != sorted(set(b)):
+            raise FrontierError(f"--{name.replace('_', '-')} {','.join(map(str, b)) or '(empty)'} must be ascending "
+                                "positive whole epochs. Hint: e.g. 1,2,4,6")
+    if max(s.baseline) <= s.headline:
+        raise FrontierError(f"the baseline's largest budget ({max(s.baseline)}) must be above the methods' "
+                            f"({s.headline}), so that their accuracy can be read off its frontier. Hint: add "
+                            f"{2 * s.headline} to --baseline")
+    if "coarse_to_fine" in s.methods and min(s.c2f_budgets) < 2:
+        raise FrontierError(f"--c2f-budgets {','.join(map(str, s.c2f_budgets))}: coarse-to-fine needs 2 epochs or "
+                            "more to reach its last stage. Hint: e.g. 2,4")
+    if min(s.budgets) < 2:
+        raise FrontierError(f"--budgets {','.join(map(str, s.budgets))}: kernel rescaling needs 2 epochs or more "
+                            "(one before the grow, one after). Hint: e.g. 2,4")
+    unknown = [m for m in s.methods if m not in METHODS]
+    if unknown or not s.methods:
+        raise FrontierError(f"unknown method(s) {', '.join(unknown) or '(none given)'}. Hint: choose from "
+                            f"{', '.join(METHODS)}")
+    least = 1 if s.quick else 2
+    if s.seeds < least or s.headline_seeds < s.seeds:
+        raise FrontierError(f"--seeds {s.seeds} / --headline-seeds {s.headline_seeds}: need at least {least} "
+                            "seeds per point and at least as many at the headline. Hint: --seeds 2 --headline-seeds 3")
+    if not 0 < s.decay <= 1 or not 0 < s.switch_fraction < 1:
+        raise FrontierError(f"--decay {s.decay} must be in (0, 1] and --switch-fraction {s.switch_fraction} in "
+                            "(0, 1). Hint: 0.5 and 0.5")
 
 
-def run_methods(cfg: Config, runs_dir: Path) -> tuple[dict, dict, dict]:
-    """Train everything; returns (ResNet runs, C2F runs, load averages around each run)."""
-    resnet, c2f, loads = {}, {}, {}
-    plan = [("baseline", None, {}),
-            ("kernel_rescaling", kernel_rescaling, {}),
-            ("low_mode", low_mode, {}),
-            ("progressive_gradual", progressive_resizing, dict(regime="gradual")),
-            ("progressive_step", progressive_resizing, dict(regime="step")),
-            ("kernel_rescaling+low_mode", kernel_rescaling, dict(low_p=0.5)),
-            ("coarse_to_fine", coarse_to_fine, dict(baseline=True))]
-    for name, module, overrides in plan:
-        if name not in cfg.methods and name != "baseline":
-            continue
-        before = load_average()
-        print(f"== {name} (load {before})", flush=True)
-        if module is None:
-            resnet["baseline"] = run_baseline(cfg, runs_dir / name / "baseline")
+def plan_runs(s: Settings) -> list[Spec]:
+    """Every run of the frontier, baselines first, budgets ascending (so trunks only go forward)."""
+    seeds = lambda b: range(s.headline_seeds if b == s.headline else s.seeds)   # noqa: E731
+    runs = [Spec("resnet", "baseline", b, k) for k in range(s.headline_seeds) for b in s.baseline if k in seeds(b)]
+    if "coarse_to_fine" in s.methods:
+        runs += [Spec("c2f", "baseline", b, k) for k in range(s.seeds) for b in s.c2f_budgets]
+    for m in s.methods:
+        if m == "coarse_to_fine":
+            runs += [Spec("c2f", m, b, k) for b in s.c2f_budgets for k in range(s.seeds)]
         else:
-            result = module.main(recipe_config(module, cfg, runs_dir / name, **overrides))
-            for run_name, run in result["runs"].items():
-                target = c2f if module is coarse_to_fine else resnet
-                target["c2f_baseline" if module is coarse_to_fine and run_name == "baseline" else run_name] = run
-        loads[name] = {"before": before, "after": load_average()}
-    return resnet, c2f, loads
+            runs += [Spec("resnet", m, b, k) for b in s.budgets for k in seeds(b)]
+    return runs
 
 
-def main(cfg: Config) -> dict:
-    """Run the benchmark; returns (and writes) the results."""
-    unknown = set(cfg.methods) - set(METHODS)
-    if unknown:
-        raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
-    load_start = wait_for_quiet(cfg.wait_load, cfg.max_wait)
-    run = Run("time_to_accuracy", cfg)
-    runs_dir = Path(cfg.runs or ROOT / "runs" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"per-step speed (batch {cfg.batch_size}, load {load_start}):", flush=True)
-    speed = speed_table(cfg) if cfg.speed_steps else {}
-    resnet, c2f, loads = run_methods(cfg, runs_dir)
-    rows = compare(resnet, "baseline")
-    c2f_rows = compare(c2f, "c2f_baseline") if c2f else []
-    goals = [goal(f"{name}_saves_at_least_{round(target * 100)}pct_to_target", resnet[name]["saved"], target,
-                  resnet[name]["saved"] is not None and resnet[name]["saved"] >= target)
-             for name, target in GOALS.items() if name in resnet]
-    data = {"loadavg_runs": loads, "step_speed": speed, "table": format_table(rows),
-            "c2f_table": format_table(c2f_rows) if c2f_rows else None, "comparison": rows, "c2f_comparison": c2f_rows,
-            "runs": {**resnet, **c2f}}
-    out = Path(cfg.out)
-    results = run.finish(out / "time_to_accuracy.json", data, goals)
-    panels = [("FashionResNet-18 w8", resnet, resnet["baseline"]["final_acc"])]
-    if c2f:
-        panels.append(("C2FNet (coarse-to-fine)", c2f, c2f["c2f_baseline"]["final_acc"]))
-    plot_panels(out / "time_to_accuracy.png", panels)
-    print(data["table"])
-    if c2f_rows:
-        print(data["c2f_table"])
-    m = results["machine"]
-    print(f"goals: {goals}\nload average start {m['loadavg_start']}, end {m['loadavg_end']}; "
-          f"{m['runtime_s']:.0f} s in all; results in {out / 'time_to_accuracy.json'}")
-    return results
+def switch_epoch(s: Settings, epochs: int) -> int:
+    return max(1, min(epochs - 1, round(s.switch_fraction * epochs))) if epochs > 1 else 0
+
+
+def full_tail(epochs: int) -> int:
+    """The last epochs at full size / in full mode: a quarter of the budget, at least one."""
+    return max(1, epochs // 4)
+
+
+def method_params(s: Settings, spec: Spec) -> dict:
+    """Everything that defines `spec`'s method beyond the shared settings (part of its key)."""
+    from recipes.kernel_rescaling import Config as KR
+
+    if spec.method == "trunk":
+        return {}
+    b, sw = spec.epochs, switch_epoch(s, spec.epochs)
+    kr = {k: getattr(KR, k) for k in ("grow_method", "lstsq", "recalibrate", "carry_momentum", "rewarm")}
+    return {"baseline": {},
+            "kernel_rescaling": dict(kr, switch=sw),
+            "kernel_rescaling+progressive_resizing": dict(kr, switch=sw, start=s.krpr_start, multiple=4),
+            "progressive_resizing": dict(start=s.pr_start, ramp_end=max(1, b - full_tail(b)), multiple=4),
+            "low_mode": dict(p_low=[s.p_low if e < b - full_tail(b) else 0.0 for e in range(b)]),
+            "coarse_to_fine": dict(sizes=(8, 16, 32), stage_epochs=(0, max(1, sw // 2), max(1, sw)))}[spec.method]
+
+
+def run_config(s: Settings, spec: Spec, environment: dict) -> dict:
+    """The full config of a run: its cache key is a hash of this."""
+    shared = {k: getattr(s, k) for k in ("width", "batch_size", "lr", "momentum", "weight_decay", "decay",
+                                         "max_batches")}
+    network = {"resnet": {"model": "fashion-resnet18", "width": s.width},
+               "c2f": {"model": "c2f", "widths": list(s.c2f_widths)}}[spec.family]
+    return {"cache_version": CACHE_VERSION, **dataclasses.asdict(spec), **shared, "network": network,
+            "params": method_params(s, spec), **environment}
+
+
+def environment(s: Settings) -> dict:
+    """The data files (names and sizes), torch's version and the device: what else changes a result."""
+    import torch
+
+    folder = Path(s.data)
+    files = {p.name: p.stat().st_size for p in sorted(folder.glob("*"))} if folder.is_dir() else s.data
+    device = s.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return {"data": files, "torch": torch.__version__, "device": device, "threads": s.threads}
+
+
+def branch_epoch(s: Settings, spec: Spec) -> int | None:
+    """The trunk epoch a baseline run branches off (where its cool-down starts), if it is a whole one."""
+    start = spec.epochs * (1 - s.decay)
+    return int(start) if spec.method == "baseline" and start >= 1 and float(start).is_integer() else None
+
+
+def epoch_kinds(s: Settings, spec: Spec, pretrain: int = 19) -> list[tuple[str, float]]:
+    """Each epoch's kind of step and its low-mode share: what --estimate costs and the step table measures."""
+    from modelsurgery.methods import ProgressiveResizing
+    from modelsurgery.train import ramp_size
+
+    b, p = spec.epochs, method_params(s, spec)
+    if spec.family == "c2f":
+        if spec.method == "baseline":
+            return [("c2f 32px", 0.0)] * b
+        starts = p["stage_epochs"]
+        return [(f"c2f {p['sizes'][max(i for i, st in enumerate(starts) if e >= st)]}px", 0.0) for e in range(b)]
+    if spec.method in ("kernel_rescaling", "kernel_rescaling+progressive_resizing"):
+        sw = p["switch"]
+        size = (lambda e: ramp_size(e, p["start"], pretrain, 0, sw, 4)) if "start" in p else (lambda e: pretrain)
+        return [(f"pretrain {size(e)}px", 0.0) if e < sw else ("target 28px", 0.0) for e in range(b)]
+    if spec.method == "progressive_resizing":
+        pr = ProgressiveResizing(28, p["start"], regime="gradual", ramp_start=0, ramp_end=p["ramp_end"])
+        return [(f"target {pr.size_at(e)}px", 0.0) for e in range(b)]
+    if spec.method == "low_mode":
+        return [("target 28px", q) for q in p["p_low"]]
+    return [("target 28px", 0.0)] * b
+
+
+# ---- training -------------------------------------------------------------------------------------
+
+def build(s: Settings, spec: Spec, data):
+    """(network, method object, form, plan, schedule) of `spec`."""
+    from modelsurgery.methods import CoarseToFine, Compose, KernelRescaling, LowMode, ProgressiveResizing
+    from modelsurgery.nets import C2FNet, build_model
+    from modelsurgery.train import Rewarm, WarmupStableDecay, seed_everything
+
+    b, p = spec.epochs, method_params(s, spec)
+    schedule = WarmupStableDecay(s.lr, b, decay=s.decay)
+    seed_everything(spec.seed)
+    if spec.family == "c2f":
+        if spec.method == "baseline":
+            return C2FNet(32, s.c2f_widths, data.in_chans, data.num_classes), ProgressiveResizing(32, 32, regime="fixed"), \
+                "target", None, schedule
+        cf = CoarseToFine(p["sizes"], p["stage_epochs"], s.c2f_widths, seed=spec.seed, in_chans=data.in_chans,
+                          num_classes=data.num_classes)
+        return cf.model, cf, cf.form, None, schedule
+    net = build_model("fashion-resnet18", width=s.width, in_chans=data.in_chans, num_classes=data.num_classes)
+    hold = ProgressiveResizing(28, 28, regime="fixed")
+    if spec.method == "baseline":
+        return net, hold, "target", None, schedule
+    if spec.method == "low_mode":
+        return net, Compose(hold, LowMode(p["p_low"], full_epochs=0, seed=spec.seed)), "target", None, schedule
+    if spec.method == "progressive_resizing":
+        pr = ProgressiveResizing(28, p["start"], regime="gradual", ramp_start=0, ramp_end=p["ramp_end"],
+                                 multiple=p["multiple"])
+        return net, pr, "target", None, schedule
+    kr = KernelRescaling(net, target_size=28, switch_epoch=p["switch"], grow_method=p["grow_method"],
+                         lstsq=p["lstsq"], recalibrate=p["recalibrate"], carry_momentum=p["carry_momentum"])
+    if p["rewarm"]:
+        schedule = Rewarm(schedule, at=p["switch"], epochs=p["rewarm"])
+    method = kr
+    if "start" in p:
+        method = Compose(kr, ProgressiveResizing(kr.plan.input_size, p["start"], regime="gradual", ramp_start=0,
+                                                 ramp_end=p["switch"], multiple=p["multiple"], form="pretrain"))
+    return kr.model, method, kr.form, kr.plan, schedule
+
+
+def trainer_for(s: Settings, ctx: dict, model, method, form, plan, schedule, checkpoint: Path):
+    from modelsurgery.train import Trainer
+
+    return Trainer(model, ctx["train"], None, schedule=schedule, momentum=s.momentum, weight_decay=s.weight_decay,
+                   seed=ctx["seed"], checkpoint_path=checkpoint, progress=False, on_epoch_start=[method.on_epoch_start],
+                   step_context=method.step_context, form=form, plan=plan, device=s.device)
+
+
+def grow_trunk(s: Settings, spec: Spec, ctx: dict, epoch: int) -> Path | None:
+    """The baseline trunk's checkpoint at `epoch` (trained on, from its last checkpoint, if needed)."""
+    from modelsurgery.train import WarmupStableDecay, fit
+
+    trunk = Spec(spec.family, "trunk", 0, spec.seed)
+    folder = Path(s.work) / f"trunk-{run_key(run_config(s, trunk, ctx['environment']))}"
+    at = folder / f"epoch-{epoch}.safetensors"
+    if at.is_file():
+        return at
+    model, method, form, plan, _ = build(s, dataclasses.replace(spec, epochs=epoch), ctx["data"])
+    flat = WarmupStableDecay(s.lr, epoch / (1 - s.decay), decay=s.decay)   # constant up to `epoch`, as every branch
+    trainer = trainer_for(s, ctx, model, method, form, plan, flat, folder / "last.safetensors")
+    if trainer.checkpoint_path.is_file():
+        from modelsurgery.train import read_checkpoint_info
+
+        if read_checkpoint_info(trainer.checkpoint_path).train["epoch"] > epoch:
+            return None   # the trunk is past this branch point (a budget added later): train from scratch
+    fit(trainer, epoch, resume=True)
+    shutil.copyfile(trainer.checkpoint_path, at)
+    return at
+
+
+def train_one(s: Settings, spec: Spec, ctx: dict) -> dict:
+    """Train `spec` (resuming its own checkpoint, or branching off the trunk), evaluate, return its result."""
+    from modelsurgery.train import fit, loss_jump
+
+    ctx["seed"] = spec.seed
+    config = run_config(s, spec, ctx["environment"])
+    folder = Path(s.work) / run_key(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt, branched = folder / "last.safetensors", None
+    b = branch_epoch(s, spec)
+    if b is not None and b < spec.epochs and not ckpt.is_file():
+        trunk = grow_trunk(s, spec, ctx, b)
+        if trunk is not None:
+            shutil.copyfile(trunk, ckpt)
+            branched = b
+    model, method, form, plan, schedule = build(s, spec, ctx["data"])
+    trainer = trainer_for(s, ctx, model, method, form, plan, schedule, ckpt)
+    load = load_average()
+    fit(trainer, spec.epochs, resume=True, restore=method.restore)
+    trainer.val_loader = ctx["val"]
+    start = _now(trainer.device)
+    acc = trainer.evaluate(32 if spec.family == "c2f" else 28)
+    eval_s = _now(trainer.device) - start
+    history = trainer.history
+    jump = loss_jump(history, method_params(s, spec)["switch"]) if "switch" in method_params(s, spec) else None
+    result = {"key": run_key(config), "name": spec.name, "config": config, "acc": acc, "train_s": trainer.wall,
+              "eval_s": round(eval_s, 3), "steps": steps_by_kind(spec, history), "branched_at": branched,
+              "loss_jump": jump, "loadavg": {"before": load, "after": load_average()},
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "history": [{k: v for k, v in r.items() if k not in ("loss_head", "loss_tail")} for r in history]}
+    shutil.rmtree(folder, ignore_errors=True)   # the result holds what is kept; the checkpoint is not needed
+    return result
+
+
+def steps_by_kind(spec: Spec, history: list[dict]) -> dict[str, int]:
+    """Iterations per kind of step ("target 28px", "pretrain 19px", "low 28px", "c2f 16px"), from the records."""
+    counts: dict[str, float] = {}
+    previous = 0
+    for r in history:
+        n = r["step"] - previous
+        previous = r["step"]
+        kind = f"c2f {r['size']}px" if spec.family == "c2f" else f"{r['form']} {r['size']}px"
+        low = r.get("low_fraction") or 0.0
+        counts[kind] = counts.get(kind, 0) + n * (1 - low)
+        if low:
+            counts["low 28px"] = counts.get("low 28px", 0) + n * low
+    return {k: round(v) for k, v in counts.items()}
+
+
+def _now(device) -> float:
+    import torch
+
+    if getattr(device, "type", device) == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+# ---- the step-time table (cost model) -------------------------------------------------------------
+
+def step_table(s: Settings, kinds: set[str], data) -> dict[str, float]:
+    """Seconds of one training step of each kind, measured interleaved (median of `speed_steps` rounds)."""
+    import contextlib
+
+    import torch
+    from bench.common import interleave, median
+    from modelsurgery.lowmode import low_mode
+    from modelsurgery.methods import CoarseToFine
+    from modelsurgery.nets import build_model
+    from modelsurgery.shrink import shrink
+
+    device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    target = build_model("fashion-resnet18", width=s.width, in_chans=data.in_chans, num_classes=data.num_classes)
+    small = shrink(target, target_size=28)[0]
+    c2f = CoarseToFine((8, 16, 32), (0, 1, 2), s.c2f_widths, in_chans=data.in_chans, num_classes=data.num_classes)
+    nets = {"target": target, "pretrain": small, "low": target, **{f"c2f{c2f.sizes[i]}": c2f.net(i) for i in range(3)}}
+    nets = {k: v.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+            for k, v in nets.items()}
+
+    def timer(kind: str):
+        form, size = kind.split()[0], int(kind.split()[1][:-2])
+        net = nets[f"c2f{size}" if form == "c2f" else form]
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        x = torch.randn(s.batch_size, data.in_chans, size, size, device=device)
+        y = torch.randint(0, data.num_classes, (s.batch_size,), device=device)
+
+        def step() -> float:
+            start = _now(device)
+            with low_mode(net, 2) if form == "low" else contextlib.nullcontext():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                    loss = torch.nn.functional.cross_entropy(net(x), y)
+                opt.zero_grad()
+                loss.backward()
+            opt.step()
+            return _now(device) - start
+
+        return step
+
+    times = interleave({k: timer(k) for k in sorted(kinds)}, s.speed_steps, warmup=2, self_timed=True)
+    return {k: round(median(v), 5) for k, v in times.items()}
+
+
+def cost_s(result: dict, table: dict[str, float]) -> float | None:
+    """A run's cost-model time: its iterations per kind × the table's step time (None if a kind is missing)."""
+    if not all(k in table for k in result["steps"]):
+        return None
+    return round(sum(n * table[k] for k, n in result["steps"].items()), 2)
+
+
+# ---- summary, plot, estimate ----------------------------------------------------------------------
+
+def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: dict) -> tuple[dict, list]:
+    """The results file's data (frontier points, readings, goals' inputs) from the runs finished so far."""
+    def points(family: str, method: str) -> list[dict]:
+        out = []
+        for b in sorted({sp.epochs for sp in plan if (sp.family, sp.method) == (family, method)}):
+            done = [dict(results[sp], seed=sp.seed, cost_s=cost_s(results[sp], table)) for sp in plan
+                    if (sp.family, sp.method, sp.epochs) == (family, method, b) and sp in results]
+            if done:
+                out.append(point_summary(b, done))
+        return out
+
+    baseline, c2f_baseline = points("resnet", "baseline"), points("c2f", "baseline")
+    methods = {}
+    for m in s.methods:
+        base = c2f_baseline if m == "coarse_to_fine" else baseline
+        methods[m] = [method_point(p, base) for p in points("c2f" if m == "coarse_to_fine" else "resnet", m)]
+    head = lambda m: next((p for p in methods.get(m, []) if p["epochs"] == s.headline), {})   # noqa: E731
+    goals = [goal(f"{m}_saves_at_least_{round(t * 100)}pct_at_equal_acc", head(m).get("saving_at_equal_acc"), t,
+                  (head(m).get("saving_at_equal_acc") or -1) >= t) for m, t in GOALS.items() if m in methods]
+    if {"kernel_rescaling+progressive_resizing", "progressive_resizing"} <= set(methods):
+        both = head("kernel_rescaling+progressive_resizing").get("saving_at_equal_acc")
+        alone = head("progressive_resizing").get("saving_at_equal_acc")
+        goals.append(goal("kernel_rescaling+progressive_resizing_saves_more_than_progressive_resizing",
+                          {"combined": both, "alone": alone}, "combined > alone",
+                          both is not None and alone is not None and both > alone))
+    runs = {results[sp]["key"]: {"name": sp.name, "acc": results[sp]["acc"], "train_s": results[sp]["train_s"],
+                                 "eval_s": results[sp]["eval_s"], "cost_s": cost_s(results[sp], table),
+                                 "branched_at": results[sp]["branched_at"], "loss_jump": results[sp]["loss_jump"]}
+            for sp in plan if sp in results}
+    data = {"baseline": baseline, "methods": methods, "c2f_baseline": c2f_baseline, "headline_epochs": s.headline,
+            "step_times_s": table, "runs": runs, "run_keys": sorted(runs),
+            "missing": [sp.name for sp in plan if sp not in results], "complete": len(results) == len(plan),
+            "quick": s.quick}
+    return data, goals
+
+
+def plot(path: Path, data: dict) -> None:
+    """Accuracy against training time: the baseline frontier as a line, each method its own, ± std bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("FashionResNet-18", data["baseline"], {m: p for m, p in data["methods"].items() if m != "coarse_to_fine"}),
+              ("C2FNet", data["c2f_baseline"], {m: p for m, p in data["methods"].items() if m == "coarse_to_fine"})]
+    panels = [p for p in panels if p[1] or p[2]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    for ax, (title, base, methods) in zip(axes[0], panels):
+        for name, pts, style in [("baseline", base, dict(color="k", lw=2))] + [(m, p, {}) for m, p in methods.items()]:
+            if pts:
+                ax.errorbar([p["train_s_mean"] for p in pts], [100 * p["acc_mean"] for p in pts],
+                            yerr=[100 * (p["acc_std"] or 0) for p in pts], marker="o", capsize=3, label=name, **style)
+                for p in pts:
+                    ax.annotate(f"{p['epochs']}", (p["train_s_mean"], 100 * p["acc_mean"]), fontsize=7,
+                                textcoords="offset points", xytext=(3, -9))
+        ax.set(title=f"{title}: accuracy against training time (labels: epochs)", xlabel="training wall time (s)",
+               ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def estimate(s: Settings, plan: list[Spec]) -> tuple[list[tuple[str, float]], float]:
+    """(run name, estimated seconds) per run, trunks included, and the total; from RATIOS and --epoch-s."""
+    def ratio(kind: str) -> float:
+        if kind in RATIOS:
+            return RATIOS[kind]
+        form, size = kind.split()[0], int(kind.split()[1][:-2])
+        return RATIOS.get(f"{form} 19px" if form == "pretrain" else "target 28px", 1.0) * \
+            (size / (19 if form == "pretrain" else 28)) ** 2
+
+    def cost(kinds: list[tuple[str, float]]) -> float:
+        return sum((1 - q) * ratio(k) + q * RATIOS["low 28px"] for k, q in kinds) * s.epoch_s
+
+    rows, trunks = [], {}
+    for sp in plan:
+        kinds, b = epoch_kinds(s, sp), branch_epoch(s, sp)
+        if b is not None and b < sp.epochs:
+            key = (sp.family, sp.seed)
+            if b > trunks.get(key, 0):
+                rows.append((f"{sp.family}/trunk/seed{sp.seed} to epoch {b}", cost(kinds[trunks.get(key, 0):b])))
+                trunks[key] = b
+            kinds = kinds[b:]
+        rows.append((sp.name, cost(kinds) + 5.0))   # + the final evaluation
+    return rows, sum(t for _, t in rows)
+
+
+# ---- the command line -----------------------------------------------------------------------------
+
+def parse(argv=None) -> tuple[Settings, bool]:
+    ints = lambda text: tuple(int(v) for v in text.split(",") if v.strip())   # noqa: E731
+    ap = argparse.ArgumentParser(prog="python -m bench.time_to_accuracy", description=__doc__.split("\n\n")[0])
+    d = Settings()
+    ap.add_argument("--data", default=d.data, help="IDX folder with Fashion-MNIST, or 'fixture'")
+    ap.add_argument("--baseline", type=ints, default=d.baseline, help="the baseline's epoch budgets")
+    ap.add_argument("--budgets", type=ints, default=d.budgets, help="the methods' budgets; the largest is the headline")
+    ap.add_argument("--c2f-budgets", type=ints, default=d.c2f_budgets, help="coarse-to-fine's and its baseline's")
+    ap.add_argument("--methods", type=lambda t: tuple(t.split(",")), default=d.methods, help=",".join(METHODS))
+    for name, kind in (("seeds", int), ("headline_seeds", int), ("width", int), ("batch_size", int), ("lr", float),
+                       ("decay", float), ("switch_fraction", float), ("max_batches", int), ("speed_steps", int),
+                       ("epoch_s", float), ("threads", int)):
+        ap.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(d, name))
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: CUDA if available; bf16, channels_last)")
+    ap.add_argument("--out", default=None, help="the summary JSON (the PNG goes beside it)")
+    ap.add_argument("--cache", default=None, help="folder of the cached runs' results")
+    ap.add_argument("--work", default=None, help="folder for checkpoints of runs in progress")
+    ap.add_argument("--quick", action="store_true", help="smoke run: fixture data, tiny budgets, 3 batches per epoch")
+    ap.add_argument("--estimate", action="store_true", help="print the run list and the estimated time; train nothing")
+    args = vars(ap.parse_args(argv))
+    dry = args.pop("estimate")
+    given = {k: v for k, v in args.items() if v is not None and v != getattr(d, k, None)}
+    s = Settings(**{**(QUICK if args["quick"] else {}), **given})
+    return s, dry
+
+
+def main(argv=None) -> dict | None:
+    try:
+        s, dry = parse(argv)
+        validate(s)
+        plan = plan_runs(s)
+        rows, total = estimate(s, plan)
+        if dry:
+            for name, sec in rows:
+                print(f"  {name:48s} {sec:7.0f} s")
+            print(f"{len(plan)} runs, estimated {total:.0f} s ({total / 3600:.2f} h) at {s.epoch_s:g} s per full epoch")
+            return None
+        return frontier(s, plan)
+    except SurgeryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def frontier(s: Settings, plan: list[Spec]) -> dict:
+    """Train what is not cached yet, rewriting the summary after every run; returns the summary."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if s.threads:
+        torch.set_num_threads(s.threads)   # 1 where other processes share the cores: OpenMP threads then spin
+    try:
+        return _frontier(s, plan)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _frontier(s: Settings, plan: list[Spec]) -> dict:
+    from modelsurgery.train import load_dataset, make_loaders
+
+    run = Run("time_to_accuracy", s)
+    data = load_dataset(s.data, size=28)
+    train, val = make_loaders(data, batch_size=s.batch_size, seed=0, max_batches=s.max_batches)
+    ctx = {"data": data, "train": train, "val": val, "environment": environment(s)}
+    cache = Path(s.cache)
+    kinds = {k for sp in plan for k, _ in epoch_kinds(s, sp)} | ({"low 28px"} if "low_mode" in s.methods else set())
+    print(f"step times ({len(kinds)} kinds, interleaved) ...", flush=True)
+    table = step_table(s, kinds, data)
+    print("  " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in table.items()), flush=True)
+    results, out = {}, Path(s.out)
+
+    def write() -> dict:
+        summary, goals = summarise(s, plan, results, table)
+        return run.finish(out, summary, goals)
+
+    for i, sp in enumerate(plan):
+        path = cache / f"{run_key(run_config(s, sp, ctx['environment']))}.json"
+        if path.is_file():
+            results[sp] = json.loads(path.read_text())
+            continue
+        print(f"[{i + 1}/{len(plan)}] {sp.name} (load {load_average()})", flush=True)
+        ctx["train"].seed = sp.seed   # each seed its own data order
+        results[sp] = train_one(s, sp, ctx)
+        write_results(path, results[sp])
+        r = results[sp]
+        print(f"    acc {r['acc']:.4f}  train {r['train_s']:.1f} s  eval {r['eval_s']:.1f} s", flush=True)
+        write()
+    final = write()
+    plot(out.with_suffix(".png"), final["data"])
+    for m, pts in final["data"]["methods"].items():
+        for p in pts:
+            print(f"{m:40s} {p['epochs']:2d} ep  acc {p['acc_mean']:.4f}  {p['train_s_mean']:7.1f} s  "
+                  f"saving {p['saving_at_equal_acc']}  {p['saving_note'] or ''}")
+    print(f"goals: {[(g['name'], g['value'], g['met']) for g in final['goals']]}\nresults in {out}")
+    return final
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, description=__doc__.split("\n\n")[0]))
+    main()

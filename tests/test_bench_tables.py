@@ -132,24 +132,41 @@ def test_readme_mode_writes_the_headline_between_the_markers(tmp_path):
     assert (tmp_path / "tables.md").read_text() == tables.build(RESULTS)[0]
 
 
-@pytest.mark.slow
-def test_time_to_accuracy_smoke_writes_the_envelope(tmp_path):
-    """`python -m bench.time_to_accuracy` on the committed subset: every method, one results envelope."""
-    proc = subprocess.run([sys.executable, "-m", "bench.time_to_accuracy", "--data", "fixture",
-                           "--max-batches", "1", "--epochs", "2", "--milestones", "1", "--width", "4",
-                           "--wait-load", "none", "--speed-steps", "1", "--out", str(tmp_path), "--methods",
-                           "kernel_rescaling,low_mode,progressive_gradual,progressive_step,coarse_to_fine,"
-                           "kernel_rescaling+low_mode",
-                           "--runs", str(tmp_path / "runs")], capture_output=True, text=True, timeout=600, cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads((tmp_path / "time_to_accuracy.json").read_text())
-    assert result["script"] == "time_to_accuracy"
-    assert set(result["data"]["runs"]) == {"baseline", "kernel_rescaling", "low_mode", "progressive_resizing_gradual",
-                                           "progressive_resizing_step", "kernel_rescaling+low_mode", "c2f_baseline",
-                                           "coarse_to_fine"}
-    assert {g["name"] for g in result["goals"]} == {"kernel_rescaling_saves_at_least_20pct_to_target",
-                                                    "low_mode_saves_at_least_15pct_to_target"}
-    assert result["machine"]["loadavg_start"]
-    assert result["data"]["step_speed"]["target 28 px"]["ratio"] == 1.0
-    assert (tmp_path / "time_to_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+def _frontier_envelope() -> dict:
+    """A results file in the frontier layout, written by bench.time_to_accuracy's own summary code."""
+    from bench.frontier import method_point, point_summary
+
+    def point(epochs, accs, t):
+        return point_summary(epochs, [{"seed": k, "acc": a, "train_s": t + 1.5 * k, "eval_s": 2.25, "cost_s": 0.9 * t}
+                                      for k, a in enumerate(accs)])
+
+    base = [point(1, [0.871, 0.874], 71.5), point(2, [0.893, 0.897], 142.5), point(4, [0.912, 0.915, 0.913], 283.5),
+            point(6, [0.921, 0.923], 425.5)]
+    methods = {"kernel_rescaling": [method_point(point(2, [0.882, 0.886], 104.5), base),
+                                    method_point(point(4, [0.905, 0.909, 0.907], 207.5), base)],
+               "low_mode": [method_point(point(2, [0.861, 0.866], 110.5), base),
+                            method_point(point(4, [0.925, 0.927, 0.926], 203.5), base)]}
+    data = {"baseline": base, "methods": methods, "c2f_baseline": [], "headline_epochs": 4,
+            "step_times_s": {"target 28px": 0.2375, "pretrain 19px": 0.1075}, "complete": True, "quick": False}
+    goals = [goal("kernel_rescaling_saves_at_least_20pct_at_equal_acc", methods["kernel_rescaling"][1][
+        "saving_at_equal_acc"], 0.2, False)]
+    return {"script": "time_to_accuracy", "machine": {"processor": "AMD EPYC", "runtime_s": 5000.5,
+                                                      "loadavg_start": [1.25, 1.0, 1.0], "loadavg_end": [1.5, 1, 1]},
+            "settings": {"threads": 2}, "goals": goals, "data": data}
+
+
+def test_frontier_layout_renders_every_point_and_its_reading(tmp_path):
+    """The frontier layout: every baseline and method point, the saving or why there is none, every figure read."""
+    (tmp_path / "time_to_accuracy.json").write_text(json.dumps(_frontier_envelope()))
+    text, used = tables.build(tmp_path)
+    assert used == ["time_to_accuracy.json"]
+    assert "| `kernel_rescaling` | 4 | 3 | 90.70% ± 0.20% |" in text
+    assert "above the frontier" in text                        # low mode at 4 epochs beats the best baseline point
+    assert "| 6 | 2 | 92.20% ± 0.14% | 426 |" in text
+    row = tables.headline(tmp_path).splitlines()[2]
+    assert "kernel rescaling, 4 epochs, 3 seeds" in row and "`bench/results/time_to_accuracy.json`" in row
+    (tmp_path / "time_to_accuracy.json").write_text(json.dumps(bump(_frontier_envelope())))
+    altered, _ = tables.build(tmp_path)
+    old, new = re.findall(DECIMALS, text.split("<sub>")[0]), re.findall(DECIMALS, altered.split("<sub>")[0])
+    assert len(old) == len(new) > 20 and all(a != b for a, b in zip(old, new)), [
+        (a, b) for a, b in zip(old, new) if a == b]

@@ -228,3 +228,88 @@ def test_c2f_widening_alone_preserves_the_function():
     x = torch.randn(5, 1, 16, 16, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(big(x), small(x), rtol=1e-12, atol=1e-12)
+
+
+# ---- momentum carried across the grow ----------------------------------------------------------
+
+def _stepped_pretrain(seed: int = 0):
+    """A kernel-rescaling pre-train net after three SGD steps (so its optimizer holds momentum)."""
+    torch.manual_seed(seed)
+    kr = KernelRescaling(FashionResNet(width=4), target_size=28, switch_epoch=1, recalibrate=0)
+    small = kr.model
+    opt = torch.optim.SGD(small.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        x, y = torch.randn(8, 1, 19, 19), torch.randint(0, 10, (8,))
+        opt.zero_grad()
+        F.cross_entropy(small(x), y).backward()
+        opt.step()
+    return kr, small, opt
+
+
+def _zero_grad_step(model, opt) -> dict[str, torch.Tensor]:
+    """The update of one SGD step with zero gradients: its momentum part alone, by parameter name."""
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    return {n: (p.detach() - before[n]).double() for n, p in model.named_parameters()}
+
+
+def _is_grown_image(kr, big_step, small_step) -> bool:
+    """Whether the big step equals A·(small step), A the grow's linear map (kernel sums kept, pinv)."""
+    image = kr.convert_state({n: v.float() for n, v in small_step.items()})
+    return all(torch.allclose(big_step[n], image[n].double(), rtol=1e-5, atol=2e-7) for n in big_step)   # float32 weights
+
+
+@pytest.mark.parametrize("variant, expected", [("carried", True), ("dropped", False), ("times_s2", False)])
+def test_carried_momentum_makes_the_first_step_the_grown_image_of_the_small_one(variant, expected):
+    """m_big = A·m_small: the momentum part of the first update after the grow is A applied to the small one.
+
+    The check fails when the buffers are dropped (fresh optimizer) or converted with ×s² instead of
+    the amplitude rule's ÷s² (s = 3/2 for 2×2 → 3×3).
+    """
+    kr, small, opt = _stepped_pretrain()
+    big = kr.grow(small)
+    new_opt = torch.optim.SGD(big.parameters(), lr=0.1, momentum=0.9)
+    s4 = (3 / 2) ** 4
+    wrong = lambda t: {n: v * s4 if v.ndim == 4 and v.shape[-1] == 3 else v   # noqa: E731
+                       for n, v in kr.convert_state(t).items()}
+    convert = {"carried": kr.convert_state, "times_s2": wrong}.get(variant)
+    if convert is not None:
+        modelsurgery.methods.carry_momentum(small, opt, big, new_opt, convert)
+    big_step, small_step = _zero_grad_step(big, new_opt), _zero_grad_step(small, opt)
+    assert _is_grown_image(kr, big_step, small_step) is expected
+    if variant == "carried":   # an independent property of the pinv upscale: every kernel's sum is kept
+        name = "layer1.0.conv1.weight"
+        assert big_step[name].shape[-2:] == (3, 3) and small_step[name].shape[-2:] == (2, 2)
+        torch.testing.assert_close(big_step[name].sum((-2, -1)), small_step[name].sum((-2, -1)),
+                                   rtol=1e-5, atol=1e-6)
+        assert small_step[name].abs().max() > 1e-4   # there was momentum to carry
+
+
+def test_carry_momentum_copies_unconverted_buffers_and_skips_missing_ones():
+    """Without a converter, same-shape buffers are copied; a parameter without a buffer stays without."""
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9)
+    a(torch.randn(4, 3)).sum().backward()
+    a.bias.grad = None                                  # the bias gets no buffer
+    opt_a.step()
+    opt_b = modelsurgery.methods.carry_momentum(a, opt_a, b, torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9))
+    assert torch.equal(opt_b.state[b.weight]["momentum_buffer"], opt_a.state[a.weight]["momentum_buffer"])
+    assert opt_b.state[b.weight]["momentum_buffer"] is not opt_a.state[a.weight]["momentum_buffer"]
+    assert "momentum_buffer" not in opt_b.state.get(b.bias, {})
+
+
+def test_trainer_replace_model_carries_momentum_through_the_converter():
+    from modelsurgery.train import MultiStep, Trainer
+
+    kr, small, _ = _stepped_pretrain()
+    loader = [(torch.randn(8, 1, 19, 19), torch.randint(0, 10, (8,))) for _ in range(2)]
+    trainer = Trainer(small, loader, None, schedule=MultiStep(0.1, ()), progress=False, weight_decay=0.0)
+    trainer.fit(1)
+    old = modelsurgery.methods.momentum_buffers(trainer.model, trainer.optimizer)
+    trainer.replace_model(kr.grow(trainer.model), form="target", convert_momentum=kr.convert_state)
+    new = modelsurgery.methods.momentum_buffers(trainer.model, trainer.optimizer)
+    expected = kr.convert_state({n: old.get(n, torch.zeros_like(p)) for n, p in small.named_parameters()})
+    assert set(new) == set(old) and new["conv1.weight"].shape[-2:] == (3, 3)
+    assert all(torch.allclose(new[n], expected[n]) for n in new)

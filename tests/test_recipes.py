@@ -174,6 +174,9 @@ C2F_TINY = dict(data="fixture", batch_size=32, max_batches=2, widths=(8, 16, 32)
 RESUME = {   # recipe, settings, epochs of each interrupted part, run name, what its log shows
     "kernel_rescaling": (kr, dict(TINY, epochs=4, milestones=(3,), switch=2), (2, 3), "kernel_rescaling",
                          ("form", ["pretrain", "pretrain", "target", "target"])),
+    "kernel_rescaling_carried_momentum": (kr, dict(TINY, epochs=4, milestones=(3,), switch=2, carry_momentum=True,
+                                                   lstsq=64, rewarm=0.5), (2, 3), "kernel_rescaling",
+                                          ("form", ["pretrain", "pretrain", "target", "target"])),
     "low_mode": (lm, dict(TINY, epochs=3, milestones=(2,), p_low=0.5, full_epochs=1), (1,), "low_mode",
                  ("mode", ["mixed", "low", "full"])),
     "progressive_resizing": (pr, dict(TINY, epochs=4, milestones=(3,), start_size=8, ramp_start=0, ramp_end=3),
@@ -185,14 +188,17 @@ RESUME = {   # recipe, settings, epochs of each interrupted part, run name, what
 
 @pytest.mark.parametrize("method", RESUME)
 def test_resume_gives_the_same_weights(tmp_path, method):
-    """Stopped after some epochs (before and after a grow), resumed: the weights of one uninterrupted run."""
+    """Stopped after some epochs (before and after a grow), resumed: the weights and optimizer state of one
+    uninterrupted run (the momentum buffers too, carried across the grow or not)."""
     recipe, settings, stops, run, (field, expected) = RESUME[method]
     recipe.main(recipe.Config(**settings, out=str(tmp_path / "straight")))
     for i, epochs in enumerate((*stops, settings["epochs"])):
         recipe.main(recipe.Config(**{**settings, "epochs": epochs}, out=str(tmp_path / "interrupted"), resume=i > 0))
     a, b = (load_file(tmp_path / name / run / "last.safetensors") for name in ("straight", "interrupted"))
     model_keys = [k for k in a if not k.startswith("train_state/")]
-    assert model_keys and all(torch.equal(a[k], b[k]) for k in model_keys)
+    optim_keys = [k for k in a if k.startswith("train_state/optim/")]
+    assert a.keys() == b.keys() and model_keys and optim_keys
+    assert all(torch.equal(a[k], b[k]) for k in model_keys + optim_keys)
     logs = [log_of(tmp_path / name, run) for name in ("straight", "interrupted")]
     assert [r[field] for r in logs[1]] == expected
     assert [r["val_acc"] for r in logs[0]] == [r["val_acc"] for r in logs[1]]

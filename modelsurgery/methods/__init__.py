@@ -10,7 +10,9 @@ hooks that `modelsurgery.train.Trainer` calls (`on_epoch_start`, `step_context`,
   with pooled kernels (`modelsurgery.lowmode`);
 - `ProgressiveResizing` (Wanger & Frohn 2018): small images first, the size rising to full;
 - `CoarseToFine` (Liu et al. 2016): 8 → 16 → 32 px, the network grown at each stage (`grow_c2f`);
-- `Compose`: several at once (e.g. kernel rescaling with low mode after the grow).
+- `Compose`: several at once (e.g. kernel rescaling with low mode after the grow, or with
+  `ProgressiveResizing(..., form="pretrain")` ramping the pre-train phase's input size);
+- `carry_momentum`: SGD momentum carried across a grow through the weights' linear map.
 
 With the Trainer, pass the hooks: `Trainer(kr.model, train, val, schedule=s, form=kr.form,
 plan=kr.plan, on_epoch_start=[kr.on_epoch_start], step_context=kr.step_context)` and, when
@@ -21,7 +23,7 @@ Example: kernel rescaling in a plain PyTorch loop, no Trainer and no recipe.
     import itertools
     import torch
     import torch.nn.functional as F
-    from modelsurgery.methods import KernelRescaling
+    from modelsurgery.methods import KernelRescaling, carry_momentum
     from modelsurgery.nets import FashionResNet
     from modelsurgery.train import TensorLoader, load_fashion_mnist
 
@@ -32,8 +34,9 @@ Example: kernel rescaling in a plain PyTorch loop, no Trainer and no recipe.
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for epoch in range(3):
         if kr.should_grow(epoch):                        # 3x3 kernels, 28 px; BatchNorm re-measured
-            model = kr.grow(model, calibration=[x for x, _ in itertools.islice(loader, 4)])
-            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)   # the new parameters
+            small, model = model, kr.grow(model, calibration=[x for x, _ in itertools.islice(loader, 4)])
+            opt = carry_momentum(small, opt, model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                                 kr.convert_state)        # new parameters; the momentum grown with them
         for x, y in loader:
             x = F.interpolate(x, size=kr.input_size, mode="bilinear", antialias=True)
             loss = F.cross_entropy(model(x), y)
@@ -47,7 +50,8 @@ from .base import Compose, Method
 from .coarse_to_fine import CoarseToFine, check_stages, grow_c2f
 from .kernel_rescaling import KernelRescaling, grow_into
 from .low_mode import LowMode
+from .momentum import carry_momentum, momentum_buffers
 from .progressive_resizing import ProgressiveResizing
 
 __all__ = ["Method", "Compose", "MethodError", "KernelRescaling", "LowMode", "ProgressiveResizing", "CoarseToFine",
-           "grow_into", "grow_c2f", "check_stages"]
+           "grow_into", "grow_c2f", "check_stages", "carry_momentum", "momentum_buffers"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -78,6 +78,9 @@ class KernelRescaling(Method):
         grow_method: kernel upscaling, "pinv", "bilinear" or "replicate".
         lstsq: images for the least-squares kernel fit after the grow (0: off).
         recalibrate: images for the BatchNorm recalibration after the grow (0: none).
+        carry_momentum: with the Trainer, carry SGD momentum across the grow through the
+            weights' linear map (`convert_state`, `carry_momentum`) instead of restarting it
+            from zero.
 
     Attributes:
         model: the pre-train network, the one to train first.
@@ -96,7 +99,8 @@ class KernelRescaling(Method):
     """
 
     def __init__(self, target: nn.Module, *, target_size: int, switch_epoch: int, pretrain_size: int | None = None,
-                 kernel_map: str | None = None, grow_method: str = "pinv", lstsq: int = 0, recalibrate: int = 1024):
+                 kernel_map: str | None = None, grow_method: str = "pinv", lstsq: int = 0, recalibrate: int = 1024,
+                 carry_momentum: bool = False):
         if not isinstance(target, nn.Module):
             raise MethodError(f"target must be an nn.Module, got {type(target).__name__}. Hint: pass the network "
                               "to train in the end, e.g. modelsurgery.nets.FashionResNet()")
@@ -108,6 +112,9 @@ class KernelRescaling(Method):
         self.grow_method = check_choice("grow_method", grow_method, METHODS)
         self.lstsq = check_int("lstsq", lstsq, 0, "pass a number of images, or 0 for no least-squares fit")
         self.recalibrate = check_int("recalibrate", recalibrate, 0, "pass a number of images, or 0 for none")
+        if not isinstance(carry_momentum, bool):
+            raise MethodError(f"carry_momentum must be True or False, got {carry_momentum!r}")
+        self.carry_momentum = carry_momentum
         self._target = copy.deepcopy(target)
         self.model, self.plan = shrink(target, target_size=target_size, input_size=pretrain_size,
                                        kernel_map=kernel_map)
@@ -134,11 +141,21 @@ class KernelRescaling(Method):
         self.form = "target"
         return grown
 
+    def convert_state(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The grow's linear map on pre-train-shaped tensors (e.g. momentum buffers), without the data fits.
+
+        Example:
+            >>> opt = carry_momentum(small, opt, big, new_opt, kr.convert_state)
+        """
+        return grow_state_dict(dict(tensors), self.plan, method=self.grow_method)[0]
+
     # ---- the Trainer's hooks ------------------------------------------------------------------
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         self.form = trainer.form   # the trainer's form is what a resume restores
         if self.should_grow(epoch):
-            trainer.replace_model(self._grow_trainer_model(trainer, epoch), form="target", plan=self.target_plan)
+            convert = self.convert_state if self.carry_momentum else None
+            trainer.replace_model(self._grow_trainer_model(trainer, epoch), form="target", plan=self.target_plan,
+                                  convert_momentum=convert)
         if trainer.size != self.input_size:
             trainer.set_input_size(self.input_size)
 

@@ -36,6 +36,9 @@ class ProgressiveResizing(Method):
             without `step_epoch`).
         step_epoch: step: the first epoch at `size`; default the middle of the ramp.
         multiple: px, gradual sizes are rounded to a multiple of this.
+        form: apply only while the trainer's network has this form: "pretrain" ramps the input
+            of kernel rescaling's pre-train phase (after `KernelRescaling` in a `Compose`, with
+            `size` its pre-train size); None: always.
 
     Attributes:
         eval_size: px, evaluate at this size (`size`).
@@ -53,7 +56,9 @@ class ProgressiveResizing(Method):
     REGIMES = REGIMES
 
     def __init__(self, size: int, start_size: int, *, regime: str = "gradual", ramp_start: int = 0,
-                 ramp_end: int | None = None, step_epoch: int | None = None, multiple: int = 4):
+                 ramp_end: int | None = None, step_epoch: int | None = None, multiple: int = 4,
+                 form: str | None = None):
+        self.form = None if form is None else check_choice("form", form, ("pretrain", "target"))
         self.regime = check_choice("regime", regime, REGIMES)
         self.size = self.eval_size = check_int("size", size, 1, "pass the final input size in px")
         self.start_size = check_int("start_size", start_size, 1, "pass the first epochs' input size in px")
@@ -79,5 +84,7 @@ class ProgressiveResizing(Method):
         return ramp_size(epoch, self.start_size, self.size, self.ramp_start, self.ramp_end, self.multiple)
 
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        if self.form is not None and trainer.form != self.form:
+            return
         if trainer.size != self.size_at(epoch):
             trainer.set_input_size(self.size_at(epoch))

@@ -26,10 +26,10 @@ from .dist import (DistInfo, barrier, cleanup_distributed, dist_info, pick_devic
 from .loop import Trainer, param_groups
 from .plots import plot_panels, plot_runs
 from .recipe import NetworkConfig, RecipeConfig, run_recipe
-from .results import (TOLERANCE, compare, finish, format_table, git_revision, machine_info, summarize,
-                      time_to_accuracy, write_results)
+from .results import (TOLERANCE, compare, finish, format_table, git_revision, loss_jump, machine_info,
+                      summarize, time_to_accuracy, write_results)
 from .runs import default_out, fit, make_trainer, prepare_out, train_baseline, train_method
-from .schedules import Cosine, Hold, LRSchedule, MultiStep, ramp_size
+from .schedules import Cosine, Hold, LRSchedule, MultiStep, Rewarm, WarmupStableDecay, ramp_size
 from .state import CheckpointInfo, load_training_checkpoint, read_checkpoint_info, save_training_checkpoint
 
 __all__ = [
@@ -38,12 +38,12 @@ __all__ = [
     "load_fashion_mnist", "load_fixture_fashion_mnist", "load_idx", "load_image_folder",
     "read_idx", "resize_images",
     "SOURCES", "Dataset", "data_source", "load_images", "load_dataset", "make_loaders",
-    "MultiStep", "Cosine", "Hold", "LRSchedule", "ScheduleError", "ramp_size",
+    "MultiStep", "Cosine", "Hold", "Rewarm", "WarmupStableDecay", "LRSchedule", "ScheduleError", "ramp_size",
     "CheckpointInfo", "save_training_checkpoint", "load_training_checkpoint", "read_checkpoint_info",
     "DistInfo", "setup_distributed", "cleanup_distributed", "dist_info", "barrier", "pick_device",
     "seed_everything",
     "parse_config", "RecipeConfig", "NetworkConfig", "run_recipe",
     "default_out", "prepare_out", "make_trainer", "fit", "train_method", "train_baseline",
-    "TOLERANCE", "time_to_accuracy", "summarize", "compare", "format_table", "write_results", "git_revision",
+    "TOLERANCE", "time_to_accuracy", "loss_jump", "summarize", "compare", "format_table", "write_results", "git_revision",
     "machine_info", "finish", "plot_runs", "plot_panels",
 ]

@@ -81,6 +81,8 @@ class Trainer:
         form: "pretrain" or "target", logged and stored in checkpoints.
         plan: the surgery plan (Plan or JSON) stored in checkpoints.
         device, amp, channels_last: default CUDA → MPS → CPU; autocast and channels_last on CUDA.
+        step_losses: each epoch's record keeps the losses of its first and last this many
+            iterations (`loss_head`, `loss_tail`; 0: none), e.g. to read the loss jump at a grow.
 
     Example:
         >>> trainer = Trainer(model, train, val, schedule=MultiStep(0.1, (6,)), log_path="log.jsonl")
@@ -97,7 +99,7 @@ class Trainer:
                  step_context: StepContext | None = None, eval_size: int | None = None,
                  form: str = "target", plan: Plan | str | None = None,
                  device: str | torch.device | None = None, amp: bool | None = None,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, step_losses: int = 50):
         self.dist = setup_distributed()
         self.device = torch.device(device) if device is not None else pick_device(self.dist.local_rank)
         on_cuda = self.device.type == "cuda"
@@ -114,19 +116,24 @@ class Trainer:
         self.on_epoch_start = list(on_epoch_start)
         self.step_context = step_context
         self.eval_size, self.form, self.plan = eval_size, form, plan
+        self.step_losses = step_losses
         self.epoch, self.step, self.wall = 0, 0, 0.0   # epochs done, iterations done, seconds
         self.history: list[dict[str, Any]] = []
         self.size = getattr(train_loader, "size", None)
         self.replace_model(model, form=form)
 
     # ---- hooks a recipe calls -------------------------------------------------------------
-    def replace_model(self, model: nn.Module, form: str | None = None,
-                      plan: Plan | str | None = None) -> None:
+    def replace_model(self, model: nn.Module, form: str | None = None, plan: Plan | str | None = None, *,
+                      convert_momentum: Callable[[dict], dict] | None = None) -> None:
         """Train `model` from now on: move it, wrap it for DDP, and build a fresh optimizer.
 
-        Momentum buffers start from zero (the old ones belong to other shapes); the LR
-        schedule keeps its position. Under DDP every rank must call this (rank 0's weights win).
+        Momentum buffers start from zero, unless `convert_momentum` is given: then the old
+        optimizer's buffers go through it, by parameter name, into the new one
+        (`modelsurgery.methods.carry_momentum`; pass the weights' linear map, e.g.
+        `KernelRescaling.convert_state`). The LR schedule keeps its position. Under DDP every
+        rank must call this (rank 0's weights win).
         """
+        old = (self.model, self.optimizer) if convert_momentum is not None and hasattr(self, "optimizer") else None
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -138,6 +145,10 @@ class Trainer:
             self.net = model
         groups = param_groups(model, self.weight_decay)
         self.optimizer = torch.optim.SGD(groups, lr=self.schedule(self.epoch), **self.sgd)
+        if old is not None:
+            from ..methods.momentum import carry_momentum   # methods import train; not at the top
+
+            carry_momentum(*old, model, self.optimizer, convert_momentum)
         self.form = form or self.form
         self.plan = plan if plan is not None else self.plan
 
@@ -163,6 +174,8 @@ class Trainer:
                       "val_acc": acc, "lr": lr, "size": self.size, "eval_size": self.eval_size or self.size,
                       "mode": "full" if low == 0 else "low" if low == 1 else "mixed",
                       "low_fraction": low, "form": self.form, "step": self.step}
+            if self.step_losses:   # the first and last iterations' losses: what a grow's loss jump is read from
+                record.update(loss_head=self._steps[:self.step_losses], loss_tail=self._steps[-self.step_losses:])
             self.history.append(record)
             self._log(record)
             if self.checkpoint_path is not None:
@@ -176,6 +189,7 @@ class Trainer:
         n = len(loader)
         self.net.train()
         total, wrapped, lr = torch.zeros((), device=self.device), 0, self.schedule(self.epoch)
+        steps = torch.zeros(n, device=self.device)   # per-step losses, read once at the end (no sync per step)
         bar = tqdm(loader, total=n, disable=not self.progress, leave=False, desc=f"epoch {self.epoch + 1}")
         for it, (x, y) in enumerate(bar):
             lr = self.schedule(self.epoch + it / n)
@@ -192,10 +206,15 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             total += loss.detach().float()
+            if it < n:
+                steps[it] = loss.detach().float()
             if self.progress and it % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", size=self.size)
         broadcast_buffers(self.model)   # DDP syncs BN statistics before a forward, not after the last
         stats = all_reduce_sum(torch.stack([total, torch.tensor(float(n), device=self.device)]))
+        if self.step_losses:   # the mean over ranks, like train_loss, so every rank logs the same
+            steps = all_reduce_sum(steps) / self.dist.world_size
+        self._steps = [round(v, 5) for v in steps.tolist()] if self.step_losses else []
         return (stats[0] / stats[1].clamp(min=1)).item(), wrapped / max(n, 1), lr
 
     @torch.no_grad()

@@ -33,7 +33,7 @@ from ..plan import Plan
 from .dist import dist_info
 from .machine import machine_info
 
-__all__ = ["TOLERANCE", "time_to_accuracy", "summarize", "compare", "format_table", "write_results",
+__all__ = ["TOLERANCE", "time_to_accuracy", "loss_jump", "summarize", "compare", "format_table", "write_results",
            "git_revision", "machine_info", "finish"]
 
 TOLERANCE = 0.003   # 0.3 accuracy points: "reached" means within this of the target
@@ -49,6 +49,26 @@ def time_to_accuracy(history: Sequence[Mapping[str, Any]], target: float | None,
         if acc is not None and acc >= target - tolerance - 1e-12:
             return float(record["wall"]), int(record["epoch"])
     return None, None
+
+
+def loss_jump(history: Sequence[Mapping[str, Any]], epoch: int, steps: int = 50) -> dict[str, Any] | None:
+    """The mean training loss over the last `steps` iterations before epoch `epoch` (0-based) and the first after.
+
+    Read from the records' per-iteration `loss_head` / `loss_tail` (the Trainer's `step_losses`),
+    e.g. around a grow at the start of `epoch`. None when the history does not reach both sides.
+
+    Example:
+        >>> loss_jump(trainer.history, epoch=4)
+        {'before': 0.256, 'after': 0.262, 'ratio': 1.023, 'steps': 50}
+    """
+    if not 0 < epoch < len(history) or "loss_tail" not in history[epoch - 1] or "loss_head" not in history[epoch]:
+        return None
+    before, after = history[epoch - 1]["loss_tail"][-steps:], history[epoch]["loss_head"][:steps]
+    if not before or not after:
+        return None
+    b, a = sum(before) / len(before), sum(after) / len(after)
+    return {"before": round(b, 5), "after": round(a, 5), "ratio": round(a / b, 4) if b else None,
+            "steps": min(len(before), len(after))}
 
 
 def summarize(history: Sequence[Mapping[str, Any]], *, plan: Plan | str | None = None,

@@ -10,6 +10,12 @@ An LR schedule is a callable `lr(t)` of the fractional epoch `t = epoch + it / i
 - nothing depends on optimizer state, so a resumed run or a swapped-in model continues at
   exactly the same point of the schedule.
 
+`WarmupStableDecay` (a constant rate, then a linear cool-down to zero over the last part) is
+the one whose budgets share a prefix: every budget runs the same rate until its cool-down
+starts, so a frontier of budgets can branch off one run (warmup-stable-decay: Hu et al. 2024,
+MiniCPM; Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+Durations").
+
 Input-size schedules (`ramp_size`) are plain functions of the epoch too.
 """
 
@@ -21,7 +27,7 @@ from typing import Callable, Sequence
 
 from ..errors import ScheduleError
 
-__all__ = ["ScheduleError", "LRSchedule", "MultiStep", "Cosine", "Hold", "ramp_size"]
+__all__ = ["ScheduleError", "LRSchedule", "MultiStep", "Cosine", "Hold", "Rewarm", "WarmupStableDecay", "ramp_size"]
 
 LRSchedule = Callable[[float], float]
 
@@ -124,6 +130,87 @@ class Hold:
     def changes(self) -> tuple[int, ...]:
         inner = getattr(self.schedule, "changes", ())
         return tuple(c if c < self.at else c + int(self.epochs) for c in inner)
+
+
+@dataclass(frozen=True)
+class Rewarm:
+    """`schedule` with a linear warm-up again from `at`: × `start` rising to × 1 over `epochs`.
+
+    A short re-warm-up after a grow lets the new, untrained directions of the grown kernels and
+    the fresh BatchNorm statistics settle before the full rate applies.
+
+    Example:
+        >>> s = Rewarm(MultiStep(0.1, (6,)), at=4, epochs=0.5)
+        >>> [round(s(t), 3) for t in (3.9, 4.0, 4.25, 4.5)]
+        [0.1, 0.01, 0.055, 0.1]
+    """
+
+    schedule: LRSchedule
+    at: float
+    epochs: float
+    start: float = 0.1
+
+    def __call__(self, t: float) -> float:
+        lr = self.schedule(t)
+        if self.epochs <= 0 or not self.at <= t < self.at + self.epochs:
+            return lr
+        return lr * (self.start + (1 - self.start) * (t - self.at) / self.epochs)
+
+    @property
+    def changes(self) -> tuple[int, ...]:
+        return tuple(getattr(self.schedule, "changes", ()))
+
+
+@dataclass(frozen=True)
+class WarmupStableDecay:
+    """`lr` (after an optional warmup) until `decay_start`, then linear to `min_lr` at `epochs`.
+
+    Args:
+        lr: the stable rate.
+        epochs: the budget; the rate reaches `min_lr` at its end.
+        decay: the fraction of `epochs` the cool-down takes (0 < decay ≤ 1).
+        min_lr: the rate at the end.
+        warmup, warmup_start: epochs of linear warmup from `lr * warmup_start`.
+
+    Two budgets with the same `lr`, `decay` and warmup agree until the shorter one's
+    `decay_start`, so the longer run's state there is the shorter run's too.
+
+    Example:
+        >>> s = WarmupStableDecay(0.1, epochs=4, decay=0.5)
+        >>> s.decay_start, [round(s(t), 3) for t in (0.0, 1.99, 2.0, 3.0, 4.0)]
+        (2.0, [0.1, 0.1, 0.1, 0.05, 0.0])
+    """
+
+    lr: float
+    epochs: float
+    decay: float = 0.5
+    min_lr: float = 0.0
+    warmup: float = 0.0
+    warmup_start: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.decay <= 1:
+            raise ScheduleError(f"decay must be a fraction in (0, 1], got {self.decay!r}. Hint: e.g. 0.5 "
+                                "for a cool-down over the second half")
+        if not self.epochs > 0:
+            raise ScheduleError(f"epochs must be positive, got {self.epochs!r}")
+
+    @property
+    def decay_start(self) -> float:
+        """The epoch at which the cool-down starts."""
+        return self.epochs * (1 - self.decay)
+
+    def __call__(self, t: float) -> float:
+        start = self.decay_start
+        if t < start:
+            return _warmup(self.lr, t, self.warmup, self.warmup_start)
+        progress = min((t - start) / (self.epochs - start), 1.0)
+        return self.lr + (self.min_lr - self.lr) * progress
+
+    @property
+    def changes(self) -> tuple[int, ...]:
+        """The epoch the cool-down starts in: where low mode's full-mode window keys off."""
+        return (math.floor(self.decay_start),)
 
 
 def ramp_size(epoch: int, start: int, end: int, start_epoch: int, end_epoch: int,

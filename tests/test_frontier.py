@@ -1,0 +1,229 @@
+"""The time-to-accuracy frontier (bench.time_to_accuracy, bench.frontier): its arithmetic, its cache, its errors.
+
+The interpolation is checked against small hand-computed examples (above and below the
+frontier included); the cache against a fake trainer that counts what it is asked to train; bad
+settings against their one-line messages, before anything trains; and the whole `--quick`
+frontier on the fixture data, end to end (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import time_to_accuracy as tta
+from bench.frontier import envelope, frontier_acc, frontier_time, method_point, point_summary, read_frontier, run_key
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = [(10.0, 0.80), (20.0, 0.90), (15.0, 0.78), (40.0, 0.92)]   # (s, acc); 15 s is below the envelope
+
+
+# ---- the arithmetic ------------------------------------------------------------------------------
+
+def test_envelope_drops_points_that_are_not_better_than_an_earlier_one():
+    assert envelope(BASE) == [(10.0, 0.80), (20.0, 0.90), (40.0, 0.92)]
+
+
+@pytest.mark.parametrize("acc, expected", [
+    (0.80, 10.0),                      # on a point
+    (0.85, 15.0),                      # halfway between 10 s (0.80) and 20 s (0.90)
+    (0.91, 30.0),                      # halfway between 20 s (0.90) and 40 s (0.92)
+    (0.92, 40.0),                      # the best point itself
+])
+def test_frontier_time_interpolates_the_envelope(acc, expected):
+    assert frontier_time(BASE, acc) == pytest.approx(expected, abs=1e-9)
+
+
+def test_no_extrapolation_above_or_below_the_frontier():
+    assert read_frontier(BASE, 0.93) == (None, "above")
+    assert read_frontier(BASE, 0.70) == (None, "below")
+    assert read_frontier([], 0.5) == (None, "empty")
+
+
+def test_frontier_acc_at_equal_time():
+    assert frontier_acc(BASE, 15.0) == pytest.approx(0.85, abs=1e-12)
+    assert frontier_acc(BASE, 30.0) == pytest.approx(0.91, abs=1e-12)
+    assert frontier_acc(BASE, 5.0) is None and frontier_acc(BASE, 41.0) is None
+
+
+def _points(pairs):
+    return [{"acc_mean": a, "train_s_mean": t, "cost_s_mean": None} for t, a in pairs]
+
+
+def test_method_point_saving_and_gain_by_hand():
+    """Acc 0.85 in 12 s: the baseline needs 15 s (saving 1 − 12/15 = 0.2) and has 0.82 at 12 s (gain +0.03)."""
+    p = method_point({"acc_mean": 0.85, "train_s_mean": 12.0, "cost_s_mean": None}, _points(BASE))
+    assert p["saving_at_equal_acc"] == pytest.approx(0.2, abs=1e-4) and p["above_frontier"] is False
+    assert p["acc_gain_at_equal_time"] == pytest.approx(0.03, abs=1e-5) and p["saving_note"] is None
+    assert p["saving_at_equal_acc_cost_model"] is None
+
+
+def test_method_point_above_the_frontier_has_no_saving():
+    p = method_point({"acc_mean": 0.95, "train_s_mean": 12.0, "cost_s_mean": None}, _points(BASE))
+    assert p["saving_at_equal_acc"] is None and p["above_frontier"] is True
+    assert "more accurate than the best baseline point" in p["saving_note"]
+    assert p["acc_gain_at_equal_time"] == pytest.approx(0.95 - 0.82, abs=1e-5)
+
+
+def test_method_point_below_the_frontier_says_why():
+    p = method_point({"acc_mean": 0.5, "train_s_mean": 50.0, "cost_s_mean": None}, _points(BASE))
+    assert p["saving_at_equal_acc"] is None and p["above_frontier"] is False
+    assert "less accurate than the cheapest baseline point" in p["saving_note"]
+    assert p["acc_gain_at_equal_time"] is None   # 50 s is past the baseline's last point
+
+
+def test_point_summary_mean_and_sample_std():
+    runs = [{"seed": 0, "acc": 0.90, "train_s": 10.0, "eval_s": 1.0, "cost_s": 8.0},
+            {"seed": 1, "acc": 0.92, "train_s": 14.0, "eval_s": 2.0, "cost_s": None}]
+    p = point_summary(4, runs)
+    assert p == {"epochs": 4, "seeds": [0, 1], "acc_mean": 0.91, "acc_std": pytest.approx(0.01414, abs=1e-5),
+                 "train_s_mean": 12.0, "eval_s_mean": 1.5, "cost_s_mean": 8.0}
+    assert point_summary(4, runs[:1])["acc_std"] is None
+
+
+def test_run_key_is_canonical_and_changes_with_any_setting():
+    a = {"method": "baseline", "epochs": 4, "params": {"lr": 0.1}}
+    assert run_key(a) == run_key(dict(reversed(list(a.items()))))
+    assert run_key(a) != run_key({**a, "params": {"lr": 0.05}}) and len(run_key(a)) == 16
+
+
+# ---- the plan and bad input ----------------------------------------------------------------------
+
+def test_default_plan_has_the_seeds_budgets_and_families_asked_for():
+    s = tta.Settings()
+    plan = tta.plan_runs(s)
+    seeds = lambda fam, m, b: sorted(p.seed for p in plan if (p.family, p.method, p.epochs) == (fam, m, b))  # noqa
+    assert s.headline == 4 and max(s.baseline) > s.headline and len(s.baseline) >= 4
+    assert seeds("resnet", "baseline", 4) == [0, 1, 2] and seeds("resnet", "baseline", 6) == [0, 1]
+    for m in ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing"):
+        assert seeds("resnet", m, 2) == [0, 1] and seeds("resnet", m, 4) == [0, 1, 2]
+    assert seeds("c2f", "coarse_to_fine", 2) == seeds("c2f", "baseline", 4) == [0, 1]
+    rows, total = tta.estimate(s, plan)
+    assert total < 2 * 3600 and any("trunk" in name for name, _ in rows)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--baseline", "4,2,6"], r"--baseline 4,2,6 must be ascending positive whole epochs"),
+    (["--baseline", "0,2,6"], r"--baseline 0,2,6 must be ascending"),
+    (["--budgets", ""], r"--budgets \(empty\) must be ascending"),
+    (["--baseline", "1,2,4"], r"the baseline's largest budget \(4\) must be above the methods' \(4\)"),
+    (["--methods", "kernel_rescaling,magic"], r"unknown method\(s\) magic\. Hint: choose from kernel_rescaling"),
+    (["--seeds", "1"], r"need at least 2 seeds per point"),
+    (["--seeds", "0", "--quick"], r"need at least 1 seeds per point"),
+    (["--headline-seeds", "1"], r"at least as many at the headline"),
+])
+def test_bad_settings_get_one_line_before_any_training(argv, match, monkeypatch, capsys):
+    monkeypatch.setattr(tta, "frontier", lambda *a: pytest.fail("trained despite bad settings"))
+    with pytest.raises(SystemExit) as exit_info:
+        tta.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1
+    assert __import__("re").search(match, err), err
+
+
+def test_bad_settings_raise_a_value_error_subclass():
+    with pytest.raises(ValueError, match=r"--budgets 1,4: kernel rescaling needs 2 epochs"):
+        tta.validate(tta.Settings(budgets=(1, 4)))
+
+
+def test_syntax_errors_exit_2():
+    with pytest.raises(SystemExit) as exit_info:
+        tta.main(["--seeds", "two"])
+    assert exit_info.value.code == 2
+
+
+def test_estimate_prints_the_run_list_and_trains_nothing(monkeypatch, capsys):
+    monkeypatch.setattr(tta, "frontier", lambda *a: pytest.fail("--estimate trained"))
+    assert tta.main(["--estimate"]) is None
+    out = capsys.readouterr().out
+    assert "resnet/kernel_rescaling/4ep/seed2" in out and "37 runs, estimated" in out
+
+
+# ---- the cache -----------------------------------------------------------------------------------
+
+def _fake_training(monkeypatch, calls: list):
+    """train_one and the step table replaced: a result from the spec alone, every call counted."""
+    def train_one(s, spec, ctx):
+        calls.append(spec.name)
+        key = run_key(tta.run_config(s, spec, ctx["environment"]))
+        acc = 0.5 + 0.05 * spec.epochs - (0.02 if spec.method != "baseline" else 0) + 0.001 * spec.seed
+        return {"key": key, "name": spec.name, "acc": acc, "train_s": 10.0 * spec.epochs * (0.7 if spec.method !=
+                "baseline" else 1), "eval_s": 1.0, "steps": {"target 28px": 3 * spec.epochs}, "branched_at": None,
+                "loss_jump": None}
+
+    monkeypatch.setattr(tta, "train_one", train_one)
+    monkeypatch.setattr(tta, "step_table", lambda s, kinds, data: {k: 0.1 for k in kinds})
+    monkeypatch.setattr(tta, "plot", lambda path, data: None)
+
+
+def test_a_cached_run_is_reused_and_a_changed_config_is_not(tmp_path, monkeypatch):
+    calls: list = []
+    _fake_training(monkeypatch, calls)
+    argv = ["--quick", "--methods", "kernel_rescaling", "--out", str(tmp_path / "tta.json"), "--cache",
+            str(tmp_path / "cache"), "--work", str(tmp_path / "work")]
+    first = tta.main(argv)
+    n = len(calls)
+    assert n == len(tta.plan_runs(tta.parse(argv)[0])) == len(list((tmp_path / "cache").glob("*.json")))
+    again = tta.main(argv)
+    assert len(calls) == n, "a cached run was trained again"
+    assert again["data"]["baseline"] == first["data"]["baseline"]
+    tta.main(argv + ["--lr", "0.05"])
+    assert len(calls) == 2 * n, "a changed config reused a cached run"
+    data = json.loads((tmp_path / "tta.json").read_text())["data"]
+    assert data["complete"] and data["missing"] == [] and len(data["run_keys"]) == n
+
+
+def test_the_summary_is_written_after_every_run(tmp_path, monkeypatch):
+    """Stopped after the third run, the summary holds those three; the rest is trained on the next call."""
+    calls: list = []
+    _fake_training(monkeypatch, calls)
+    real = tta.train_one
+
+    def stop_after_three(s, spec, ctx):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(s, spec, ctx)
+
+    monkeypatch.setattr(tta, "train_one", stop_after_three)
+    argv = ["--quick", "--methods", "low_mode", "--out", str(tmp_path / "tta.json"), "--cache",
+            str(tmp_path / "cache"), "--work", str(tmp_path / "work")]
+    with pytest.raises(KeyboardInterrupt):
+        tta.main(argv)
+    data = json.loads((tmp_path / "tta.json").read_text())["data"]
+    assert len(data["runs"]) == 3 and not data["complete"]
+    monkeypatch.setattr(tta, "train_one", real)
+    tta.main(argv)
+    assert len(calls) == len(tta.plan_runs(tta.parse(argv)[0]))
+
+
+# ---- the whole smoke run -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_quick_frontier_runs_end_to_end(tmp_path):
+    """`--quick` on the fixture data: every method trained, the results file in the documented layout, a PNG."""
+    out = tmp_path / "tta.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.time_to_accuracy", "--quick", "--out", str(out), "--cache",
+                           str(tmp_path / "cache"), "--work", str(tmp_path / "work")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())
+    data = results["data"]
+    assert results["script"] == "time_to_accuracy" and results["machine"]["processor"] and results["machine"]["cpu_count"]
+    assert data["headline_epochs"] == 3 and data["complete"]
+    assert set(data["methods"]) == set(tta.METHODS)
+    assert [p["epochs"] for p in data["baseline"]] == [1, 2, 4] and [p["epochs"] for p in data["c2f_baseline"]] == [2, 4]
+    for points in data["methods"].values():
+        for p in points:
+            assert {"epochs", "seeds", "acc_mean", "acc_std", "train_s_mean", "eval_s_mean", "cost_s_mean",
+                    "saving_at_equal_acc", "above_frontier", "acc_gain_at_equal_time"} <= set(p)
+            assert 0 <= p["acc_mean"] <= 1 and p["train_s_mean"] > 0 and p["cost_s_mean"] > 0
+    kr = [r for r in data["runs"].values() if r["name"].startswith("resnet/kernel_rescaling/")]
+    assert kr and all(r["loss_jump"]["steps"] == 3 for r in kr)        # before/after means around the grow
+    assert any(r["branched_at"] for r in data["runs"].values())          # the baseline branched off its trunk
+    assert {g["name"] for g in results["goals"]} >= {"kernel_rescaling_saves_at_least_20pct_at_equal_acc"}
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((tmp_path / "cache").glob("*.json"))) == len(data["runs"])
