@@ -170,8 +170,9 @@ def _input_width(model: nn.Module, name: str, size: int, in_chans: int) -> int:
 
     handle = model.get_submodule(name).register_forward_pre_hook(hook)
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, in_chans, size, size, device="meta"))
+        for training in (False, True):  # train mode: a Linear of an auxiliary head (GoogLeNet aux1.fc1)
+            with torch.no_grad():
+                model.train(training)(torch.zeros(2, in_chans, size, size, device="meta"))
     except _Stop:
         pass
     except (RuntimeError, ValueError) as err:
@@ -179,6 +180,7 @@ def _input_width(model: nn.Module, name: str, size: int, in_chans: int) -> int:
                              f"({first_line(err, 120)}). Hint: pass a larger --to") from None
     finally:
         handle.remove()
+        model.eval()
     if "width" not in seen:
         raise InputSizeError(f"{name!r} did not run at input size {size}")
     return int(seen["width"])
