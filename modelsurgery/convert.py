@@ -47,7 +47,8 @@ class FileReport:
         fit_images: see `fitted`.
         bn_images: grow, images BatchNorm was recalibrated on (None: no calibration data was
             given; 0: the network has no BatchNorm).
-        fidelity: grow, the check on fixture images.
+        fidelity: grow, the check on the package's Fashion-MNIST test images (None: they are
+            not installed, and the check was skipped).
         onnx: export, `export_onnx`'s report (exporter, opset, input_size, parity numbers).
     """
 
@@ -139,6 +140,8 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
     if method == LSQ and calibrate is None:
         raise ConversionError("--method lsq fits kernels to calibration images. Hint: add --calibrate DATA "
                               "(an IDX folder, an ImageFolder, or 'fixture')")
+    if calibrate is not None:
+        _check_calibration_data(calibrate)
     state, meta = read_state_dict(ckpt)
     plan = _grow_plan(ckpt, meta, plan_file)
     grow_size(plan, to)
@@ -245,6 +248,15 @@ def _calibrate(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan
     return {**counts, "bn_images": recalibrate_bn(grown, (x for x, _ in loader))}
 
 
+def _check_calibration_data(data) -> None:
+    """Refuse --calibrate DATA that names nothing (a missing folder, or 'fixture' outside a checkout) at once."""
+    from .train.data import require_fixture
+    from .train.datasets import data_source
+
+    if data_source(data) == "fixture":
+        require_fixture()
+
+
 def _calibration_images(data, size: int, in_chans: int, seed: int) -> torch.Tensor:
     """Up to CALIBRATION_IMAGES uint8 training images (N, C, H, W), a seeded random choice.
 
@@ -267,12 +279,18 @@ def _batch(images: torch.Tensor, size: int, in_chans: int, like=None) -> torch.T
     return next(iter(loader))[0]
 
 
-def _fidelity(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan) -> Fidelity:
-    """Logit cosine and top-1 agreement: pre-train at its size vs grown at the target size."""
-    from .train.data import load_fixture_fashion_mnist
+def _fidelity(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan) -> Fidelity | None:
+    """Logit cosine and top-1 agreement: pre-train at its size vs grown at the target size.
 
-    images, _ = load_fixture_fashion_mnist("test")
-    images = images[:FIDELITY_IMAGES, None]
+    The images ship inside the package; None (the check is skipped, the grow stands) if they
+    are missing.
+    """
+    from .train.data import load_fidelity_images
+
+    shipped = load_fidelity_images()
+    if shipped is None:
+        return None
+    images = shipped[0][:FIDELITY_IMAGES, None]
     small = _batch(images, plan.input_size, plan.in_chans)
     big = _batch(images, big_plan.target_size, plan.in_chans)  # same images, so the same mean/std
     with torch.inference_mode():
