@@ -102,7 +102,8 @@ LSQ_IMAGES = 256  # least-squares kernel fit: 256 kept more accuracy than 32 (be
 
 
 def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = None, fc: str = DEFAULT_FC,
-              seed: int = 0, plan_file=None, calibrate=None, force: bool = False) -> FileReport:
+              seed: int = 0, plan_file=None, calibrate=None, force: bool = False,
+              progress: bool | None = None) -> FileReport:
     """`msurg grow`: convert a pre-train checkpoint into the stock target model's and save it.
 
     Order: check `out`; read the checkpoint and its plan; verify every tensor against the
@@ -126,6 +127,7 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
             target size (after the least-squares fit of "lsq", which uses the first 256). They are
             normalised with their own mean and std.
         force: overwrite `out`.
+        progress: bars for the calibration on stderr (None: when stderr is a terminal).
 
     Returns:
         The report: path written, the target plan, method and fc, the calibration counts and
@@ -157,7 +159,8 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
     target = _holding(target, grown_state, lambda: rebuild(plan.source)).eval()
     counts = {}
     if calibrate is not None:
-        counts = _calibrate(pretrain, target, plan, big_plan, calibrate, lsq=method == LSQ, seed=seed)
+        counts = _calibrate(pretrain, target, plan, big_plan, calibrate, lsq=method == LSQ, seed=seed,
+                            progress=progress)
         grown_state = target.state_dict()
     path = save(out, grown_state, big_plan, force=force)
     fidelity = _fidelity(pretrain, target, plan, big_plan)
@@ -226,13 +229,14 @@ def _holding(net: nn.Module, state, build) -> nn.Module:
 
 
 def _calibrate(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan, data, *, lsq: bool,
-               seed: int) -> dict[str, int]:
+               seed: int, progress: bool | None = None) -> dict[str, int]:
     """Optionally fit kernels by least squares, then recalibrate BatchNorm at the target size.
 
     Returns:
         The report's counts: bn_images, and with `lsq` fitted and fit_images.
     """
     from .calibrate import fit_least_squares, recalibrate_bn
+    from .progress import bar
     from .train.data import TensorLoader
 
     images = _calibration_images(data, big_plan.target_size, plan.in_chans, seed)
@@ -243,9 +247,10 @@ def _calibrate(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan
         few = images[:LSQ_IMAGES]
         small = _batch(few, plan.input_size, plan.in_chans, loader)
         big = _batch(few, big_plan.target_size, plan.in_chans, loader)
-        fitted = fit_least_squares(pretrain, grown, plan, small, big, seed=seed)
+        fitted = fit_least_squares(pretrain, grown, plan, small, big, seed=seed, progress=progress)
         counts = {"fitted": len(fitted), "fit_images": len(few)}
-    return {**counts, "bn_images": recalibrate_bn(grown, (x for x, _ in loader))}
+    batches = bar((x for x, _ in loader), "BatchNorm", total=len(loader), unit="batch", enabled=progress)
+    return {**counts, "bn_images": recalibrate_bn(grown, batches)}
 
 
 def _check_calibration_data(data) -> None:
@@ -307,7 +312,7 @@ def _logits(output) -> torch.Tensor:
 # --- export --------------------------------------------------------------------------------------
 
 def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None = None,
-                force: bool = False) -> FileReport:
+                force: bool = False, progress: bool | None = None) -> FileReport:
     """`msurg export`: load a checkpoint (pre-train or target) and export it to ONNX.
 
     Args:
@@ -317,6 +322,7 @@ def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None =
             `target_size` for a target one.
         opset: ONNX opset (see `export.export_onnx`).
         force: overwrite `out`.
+        progress: a bar over the export's stages on stderr (None: when stderr is a terminal).
 
     Returns:
         The report: path written, the checkpoint's plan, and `export_onnx`'s report as `onnx`.
@@ -331,5 +337,6 @@ def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None =
     model, plan = load(ckpt)
     size = input_size or (plan.input_size if plan.form == "pretrain" else plan.target_size)
     # load() has already warned about non-finite weights, naming the file
-    onnx = export_checked(model, out, input_size=size, in_chans=plan.in_chans, opset=opset, check=True, force=force)
+    onnx = export_checked(model, out, input_size=size, in_chans=plan.in_chans, opset=opset, check=True, force=force,
+                          progress=progress)
     return FileReport("export", Path(onnx["path"]), plan, onnx=onnx)
