@@ -93,6 +93,11 @@ def trace_covering(model: nn.Module) -> tuple[fx.GraphModule, list[str]]:
     Returns:
         The GraphModule and the qualnames of the convs/Linears that only its train mode runs
         (empty when the eval-mode trace already covers them all, or the model is in train mode).
+
+    Example:
+        >>> gm, train_only = trace_covering(torchvision.models.googlenet().eval())
+        >>> train_only[:2]
+        ['aux1.conv.conv', 'aux1.fc1']
     """
     gm = trace(model)
     missing = _uncalled(model, gm)
@@ -236,7 +241,7 @@ def analyze(model: nn.Module, size: int, in_chans: int, *, gm: fx.GraphModule | 
         model: the network; it is not modified (hooks are removed afterwards).
         size: input height and width.
         in_chans: input channels.
-        gm: an existing trace of `model` to reuse.
+        gm: an existing trace of `model` to reuse; default `trace_covering`'s (train-only heads included).
         fit_merges: fit mismatched merge inputs (pre-train networks) instead of failing.
         ratio: target size / this size, used to choose which merge input is the reference.
         target_hw: node name -> spatial size of the same node in the target network.
