@@ -254,6 +254,7 @@ def load(path, model: nn.Module | None = None) -> tuple[nn.Module, Plan]:
     Example:
         >>> small, plan = modelsurgery.load("small.safetensors")
     """
+    from .grow import with_versions
     from .shrink import apply_plan
     from .zoo import rebuild
 
@@ -263,6 +264,6 @@ def load(path, model: nn.Module | None = None) -> tuple[nn.Module, Plan]:
     net = apply_plan(target, plan) if plan.form == "pretrain" else copy.deepcopy(target)
     verify_state_dict(state, net.state_dict(), f"{str(path)!r}")
     warn_nonfinite(state, str(path))
-    net.load_state_dict(state, strict=True)
+    net.load_state_dict(with_versions(state, net), strict=True)  # safetensors keep no module versions
     return net.eval(), plan
 

@@ -219,6 +219,9 @@ def _holding(net: nn.Module, state, build) -> nn.Module:
     meta device) or a checkpoint that is not float32 (assigning would change the model's dtype)
     takes the ordinary path.
     """
+    from .grow import with_versions
+
+    state = with_versions(state, net)  # safetensors keep no module versions; some modules need them
     if all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point()):
         net.load_state_dict(state, strict=True, assign=True)
         if not any(t.is_meta for t in (*net.parameters(), *net.buffers())):

@@ -128,3 +128,22 @@ def test_train_only_heads_and_resampled_merges_are_refused():
 
     with pytest.raises(UnsupportedLayerError, match=r"train-only layers \(AuxLogits\)"):
         shrink("torchvision:inception_v3", num_classes=7, input_size=150)
+
+
+@pytest.mark.slow
+def test_module_versions_survive_the_files(tmp_path):
+    """torchvision's MNASNet refuses a state_dict without module versions, which safetensors files lack."""
+    from click.testing import CliRunner
+
+    import modelsurgery
+    from modelsurgery.cli import cli
+
+    small = tmp_path / "m.safetensors"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["shrink", "torchvision:mnasnet0_5", "--num-classes", "7", "--out", str(small)]
+                         ).exit_code == 0
+    grown = runner.invoke(cli, ["grow", str(small)])
+    assert grown.exit_code == 0, grown.output
+    for path, form in ((small, "pretrain"), (tmp_path / "m-target.safetensors", "target")):
+        net, plan = modelsurgery.load(path)
+        assert plan.form == form and type(net).__name__ == "MNASNet"
