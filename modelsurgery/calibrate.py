@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .errors import ConversionError
 from .layers import DYNAMIC_PAD_CONVS
 from .plan import Plan
+from .progress import bar
 from .trace import trace
 
 __all__ = ["recalibrate_bn", "fit_least_squares"]
@@ -101,7 +102,7 @@ def _conv_inputs(model: nn.Module, x: torch.Tensor, names: set[str]):
 @torch.no_grad()
 def fit_least_squares(pretrain: nn.Module, grown: nn.Module, plan: Plan, small: torch.Tensor,
                       big: torch.Tensor, *, ridge: float = 0.05, max_rows: int = 131072,
-                      layers: str = "changed", seed: int = 0) -> list[str]:
+                      layers: str = "changed", seed: int = 0, progress: bool | None = False) -> list[str]:
     """Re-solve each grown kernel so that it reproduces its pre-train layer.
 
     Layer by layer in forward order, the grown conv's input is taken from the grown network
@@ -120,6 +121,7 @@ def fit_least_squares(pretrain: nn.Module, grown: nn.Module, plan: Plan, small: 
         ridge: regularisation towards w₀, relative to the data's scale.
         max_rows: at most this many output positions per layer (a seeded random choice).
         layers: "changed" (the kernels grow resized) or "all" (every planned conv, 1×1 too).
+        progress: a bar over the layers on stderr (None: when stderr is a terminal).
 
     Returns:
         The names of the convs that were fitted. Convs whose padding cannot be reproduced as
@@ -140,7 +142,9 @@ def fit_least_squares(pretrain: nn.Module, grown: nn.Module, plan: Plan, small: 
     fitted: list[str] = []
     reference = _conv_inputs(pretrain, small, wanted)
     try:
-        for name, x in _conv_inputs(grown, big, wanted):
+        layers_in = bar(_conv_inputs(grown, big, wanted), "least squares", total=len(wanted), unit="layer",
+                        enabled=progress)
+        for name, x in layers_in:
             y_small = _pretrain_output(reference, pretrain, name)
             if y_small is None or name in fitted:
                 continue

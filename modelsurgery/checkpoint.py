@@ -274,6 +274,7 @@ def load(path, model: nn.Module | None = None, *, plan: Plan | None = None, ema:
 def load_reporting(path, model: nn.Module | None = None, *, plan: Plan | None = None, ema: bool = False
                    ) -> tuple[nn.Module, Plan, WeightsRead]:
     """`load`, also saying which weights of the file it read (the wrapper key, the prefix removed)."""
+    from .grow import with_versions
     from .shrink import apply_plan
     from .zoo import rebuild
 
@@ -284,5 +285,5 @@ def load_reporting(path, model: nn.Module | None = None, *, plan: Plan | None = 
     state, read = pick_weights(stored, net.state_dict(), ema=ema, what=f"{str(path)!r}")
     verify_state_dict(state, net.state_dict(), f"{str(path)!r}")
     warn_nonfinite(state, str(path))
-    net.load_state_dict(state, strict=True)
+    net.load_state_dict(with_versions(state, net), strict=True)  # safetensors keep no module versions
     return net.eval(), plan, read

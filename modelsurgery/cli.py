@@ -269,10 +269,13 @@ def _grow_text(r) -> str:
         note += f", BatchNorm recalibrated on {r.bn_images} images"
     hint = "" if r.bn_images is not None else (". Hint: --calibrate DATA (training images) fits the kernels and "
                                                "BatchNorm at the target size, which closes most of the accuracy dip")
+    check = ("fidelity check skipped: its test images (modelsurgery/data/fidelity.safetensors) are not installed"
+             if fid is None else
+             f"fidelity on {fid.images} fixture images: logit cosine {fid.cosine:.3f}, top-1 agreement "
+             f"{fid.agree}/{fid.images} (pre-train at {plan.input_size}px vs grown at {plan.target_size}px)")
     return (f"wrote {r.path}: {plan.source.spec} at {plan.target_size}px (pre-train {plan.input_size}px), "
             f"{changed} kernel(s) grown with {r.method}, {len(plan.fcs)} FC interface(s) ({r.fc}){note}\n"
-            f"fidelity on {fid.images} fixture images: logit cosine {fid.cosine:.3f}, top-1 agreement "
-            f"{fid.agree}/{fid.images} (pre-train at {plan.input_size}px vs grown at {plan.target_size}px){hint}")
+            f"{check}{hint}")
 
 
 def _export_text(r) -> str:

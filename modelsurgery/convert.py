@@ -49,7 +49,8 @@ class FileReport:
         fit_images: see `fitted`.
         bn_images: grow, images BatchNorm was recalibrated on (None: no calibration data was
             given; 0: the network has no BatchNorm).
-        fidelity: grow, the check on fixture images.
+        fidelity: grow, the check on the package's Fashion-MNIST test images (None: they are
+            not installed, and the check was skipped).
         onnx: export, `export_onnx`'s report (exporter, opset, input_size, parity numbers).
         read: which weights of the input were read (wrapper key, prefix removed, EMA or not);
             None for shrink without `weights`.
@@ -84,6 +85,7 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNS
     Returns:
         The report: path written and the pre-train plan (`method` None without `weights`).
     """
+    from .grow import with_versions
     from .shrink import downscale_state_dict, shrink
     from .zoo import rebuild
 
@@ -98,7 +100,8 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNS
         target_state, read = pick_weights(stored, expected, ema=ema, what=f"--weights {str(weights)!r}")
         verify_state_dict(target_state, expected, f"--weights {str(weights)!r}")
         warn_nonfinite(target_state, str(weights))
-        small.load_state_dict(downscale_state_dict(target_state, plan, method=method), strict=True)
+        small_state = downscale_state_dict(with_versions(target_state, expected), plan, method=method)
+        small.load_state_dict(small_state, strict=True)
     path = save(out, small, plan, force=force)
     return FileReport("shrink", path, plan, method=method if weights is not None else None, read=read)
 
@@ -111,7 +114,8 @@ LSQ_IMAGES = 256  # least-squares kernel fit: 256 kept more accuracy than 32 (be
 
 
 def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = None, fc: str = DEFAULT_FC,
-              seed: int = 0, plan_file=None, calibrate=None, ema: bool = False, force: bool = False) -> FileReport:
+              seed: int = 0, plan_file=None, calibrate=None, ema: bool = False, force: bool = False,
+              progress: bool | None = None) -> FileReport:
     """`msurg grow`: convert a pre-train checkpoint into the stock target model's and save it.
 
     Order: check `out`; read the checkpoint and its plan; verify every tensor against the
@@ -137,6 +141,7 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
             normalised with their own mean and std.
         ema: read the EMA weights of `ckpt`.
         force: overwrite `out`.
+        progress: bars for the calibration on stderr (None: when stderr is a terminal).
 
     Returns:
         The report: path written, the target plan, method and fc, the calibration counts, the
@@ -151,6 +156,8 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
     if method == LSQ and calibrate is None:
         raise ConversionError("--method lsq fits kernels to calibration images. Hint: add --calibrate DATA "
                               "(an IDX folder, an ImageFolder, or 'fixture')")
+    if calibrate is not None:
+        _check_calibration_data(calibrate)
     stored, meta = open_weights(ckpt)
     plan = _grow_plan(ckpt, meta, plan_file)
     grow_size(plan, to)
@@ -167,7 +174,8 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
     target = _holding(target, grown_state, lambda: rebuild(plan.source)).eval()
     counts = {}
     if calibrate is not None:
-        counts = _calibrate(pretrain, target, plan, big_plan, calibrate, lsq=method == LSQ, seed=seed)
+        counts = _calibrate(pretrain, target, plan, big_plan, calibrate, lsq=method == LSQ, seed=seed,
+                            progress=progress)
         grown_state = target.state_dict()
     path = save(out, grown_state, big_plan, force=force)
     fidelity = _fidelity(pretrain, target, plan, big_plan)
@@ -226,6 +234,9 @@ def _holding(net: nn.Module, state, build) -> nn.Module:
     meta device) or a checkpoint that is not float32 (assigning would change the model's dtype)
     takes the ordinary path.
     """
+    from .grow import with_versions
+
+    state = with_versions(state, net)  # safetensors keep no module versions; some modules need them
     if all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point()):
         net.load_state_dict(state, strict=True, assign=True)
         if not any(t.is_meta for t in (*net.parameters(), *net.buffers())):
@@ -236,13 +247,14 @@ def _holding(net: nn.Module, state, build) -> nn.Module:
 
 
 def _calibrate(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan, data, *, lsq: bool,
-               seed: int) -> dict[str, int]:
+               seed: int, progress: bool | None = None) -> dict[str, int]:
     """Optionally fit kernels by least squares, then recalibrate BatchNorm at the target size.
 
     Returns:
         The report's counts: bn_images, and with `lsq` fitted and fit_images.
     """
     from .calibrate import fit_least_squares, recalibrate_bn
+    from .progress import bar
     from .train.data import TensorLoader
 
     images = _calibration_images(data, big_plan.target_size, plan.in_chans, seed)
@@ -253,9 +265,19 @@ def _calibrate(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan
         few = images[:LSQ_IMAGES]
         small = _batch(few, plan.input_size, plan.in_chans, loader)
         big = _batch(few, big_plan.target_size, plan.in_chans, loader)
-        fitted = fit_least_squares(pretrain, grown, plan, small, big, seed=seed)
+        fitted = fit_least_squares(pretrain, grown, plan, small, big, seed=seed, progress=progress)
         counts = {"fitted": len(fitted), "fit_images": len(few)}
-    return {**counts, "bn_images": recalibrate_bn(grown, (x for x, _ in loader))}
+    batches = bar((x for x, _ in loader), "BatchNorm", total=len(loader), unit="batch", enabled=progress)
+    return {**counts, "bn_images": recalibrate_bn(grown, batches)}
+
+
+def _check_calibration_data(data) -> None:
+    """Refuse --calibrate DATA that names nothing (a missing folder, or 'fixture' outside a checkout) at once."""
+    from .train.data import require_fixture
+    from .train.datasets import data_source
+
+    if data_source(data) == "fixture":
+        require_fixture()
 
 
 def _calibration_images(data, size: int, in_chans: int, seed: int) -> torch.Tensor:
@@ -280,12 +302,18 @@ def _batch(images: torch.Tensor, size: int, in_chans: int, like=None) -> torch.T
     return next(iter(loader))[0]
 
 
-def _fidelity(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan) -> Fidelity:
-    """Logit cosine and top-1 agreement: pre-train at its size vs grown at the target size."""
-    from .train.data import load_fixture_fashion_mnist
+def _fidelity(pretrain: nn.Module, grown: nn.Module, plan: Plan, big_plan: Plan) -> Fidelity | None:
+    """Logit cosine and top-1 agreement: pre-train at its size vs grown at the target size.
 
-    images, _ = load_fixture_fashion_mnist("test")
-    images = images[:FIDELITY_IMAGES, None]
+    The images ship inside the package; None (the check is skipped, the grow stands) if they
+    are missing.
+    """
+    from .train.data import load_fidelity_images
+
+    shipped = load_fidelity_images()
+    if shipped is None:
+        return None
+    images = shipped[0][:FIDELITY_IMAGES, None]
     small = _batch(images, plan.input_size, plan.in_chans)
     big = _batch(images, big_plan.target_size, plan.in_chans)  # same images, so the same mean/std
     with torch.inference_mode():
@@ -302,7 +330,7 @@ def _logits(output) -> torch.Tensor:
 # --- export --------------------------------------------------------------------------------------
 
 def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None = None, plan_file=None,
-                ema: bool = False, force: bool = False) -> FileReport:
+                ema: bool = False, force: bool = False, progress: bool | None = None) -> FileReport:
     """`msurg export`: load a checkpoint (pre-train or target) and export it to ONNX.
 
     Args:
@@ -316,6 +344,7 @@ def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None =
             its form says which network `ckpt` holds.
         ema: read the EMA weights of `ckpt`.
         force: overwrite `out`.
+        progress: a bar over the export's stages on stderr (None: when stderr is a terminal).
 
     Returns:
         The report: path written, the checkpoint's plan, and `export_onnx`'s report as `onnx`.
@@ -330,5 +359,6 @@ def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None =
     model, plan, read = load_reporting(ckpt, plan=None if plan_file is None else _read_plan_file(plan_file), ema=ema)
     size = input_size or (plan.input_size if plan.form == "pretrain" else plan.target_size)
     # load() has already warned about non-finite weights, naming the file
-    onnx = export_checked(model, out, input_size=size, in_chans=plan.in_chans, opset=opset, check=True, force=force)
+    onnx = export_checked(model, out, input_size=size, in_chans=plan.in_chans, opset=opset, check=True, force=force,
+                          progress=progress)
     return FileReport("export", Path(onnx["path"]), plan, onnx=onnx, read=read)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ExportError, InputSizeError
+from .progress import stages
 from .trace import first_line
 
 __all__ = ["ExportError", "ATOL", "RTOL", "DYNAMO_MIN_OPSET", "export_onnx", "export_file"]
@@ -37,7 +38,7 @@ _SEED = 0
 
 
 def export_onnx(model: nn.Module, path, *, input_size: int, in_chans: int = 3, opset: int | None = None,
-                check: bool = True, force: bool = False) -> dict[str, Any]:
+                check: bool = True, force: bool = False, progress: bool | None = False) -> dict[str, Any]:
     """Export `model` to ONNX at `path`, with a dynamic batch axis, checked before it is written.
 
     `onnx.checker` always runs. With `check=True` and onnxruntime installed, the ONNX outputs
@@ -53,6 +54,8 @@ def export_onnx(model: nn.Module, path, *, input_size: int, in_chans: int = 3, o
         opset: ONNX opset; default the dynamo exporter's. Below 18 the TorchScript exporter is used.
         check: compare with PyTorch under onnxruntime.
         force: overwrite `path`.
+        progress: a bar over the stages (forward, export, checker, parity, write) on stderr; None:
+            when stderr is a terminal.
 
     Returns:
         A dict: path, exporter ("dynamo" or "torchscript"), opset, input_size, in_chans,
@@ -75,15 +78,21 @@ def export_onnx(model: nn.Module, path, *, input_size: int, in_chans: int = 3, o
     check_output(path, force)  # fail before the slow part, and again at the atomic rename
     warn_nonfinite(model.state_dict(), f"{type(model).__name__} weights")
     return export_checked(model, path, input_size=input_size, in_chans=in_chans, opset=opset, check=check,
-                           force=force)
+                          force=force, progress=progress)
 
 
-def export_checked(model, path, *, input_size, in_chans, opset, check, force) -> dict[str, Any]:
+def export_checked(model, path, *, input_size, in_chans, opset, check, force, progress=False) -> dict[str, Any]:
     """`export_onnx` after its checks: the caller has checked `path` and warned about the weights.
 
     The file layer (`convert.export_file`) calls it after `checkpoint.load`, which has already
     named the file in its warning about non-finite weights.
     """
+    names = ["forward", "export", "onnx.checker", *(["onnxruntime"] if check else []), "write"]
+    with stages(names, "ONNX export", enabled=progress) as step:
+        return _export_checked(model, path, input_size, in_chans, opset, check, force, step)
+
+
+def _export_checked(model, path, input_size, in_chans, opset, check, force, step) -> dict[str, Any]:
     import onnx
 
     from .checkpoint import atomic_write
@@ -94,10 +103,13 @@ def export_checked(model, path, *, input_size, in_chans, opset, check, force) ->
         gen = torch.Generator().manual_seed(_SEED)
         example = torch.randn(_EXPORT_BATCH, in_chans, input_size, input_size, generator=gen)
         batch = torch.randn(_PARITY_BATCH, in_chans, input_size, input_size, generator=gen)
+        step("forward")
         reference = _forward(model, batch, input_size)
+        step("export")
         proto, exporter, fallback = _export(model, example, opset)
     finally:
         model.train(was_training)
+    step("onnx.checker")
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as err:  # onnx raises ValidationError and InferenceError
@@ -112,7 +124,9 @@ def export_checked(model, path, *, input_size, in_chans, opset, check, force) ->
               "output_max_abs": None, "tolerance": None, "atol": ATOL, "rtol": RTOL,
               "fallback": fallback}
     if check:
+        step("onnxruntime")
         report.update(_compare(proto, batch, reference))
+    step("write")
     report["path"] = atomic_write(path, lambda tmp: onnx.save_model(proto, tmp), force=force)
     return report
 

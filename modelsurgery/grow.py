@@ -10,6 +10,7 @@ refinements that close most of the accuracy dip after a grow (`recalibrate_bn`,
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Mapping
 
 import torch
@@ -23,7 +24,7 @@ from .resize import pad_fc_gaussian, resize_fc, resize_kernel
 from .trace import analyze, first_line, flatten_source_hw, meta_copy
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "FC_MODES", "grow", "plan_at", "grow_size", "downscale_state_dict",
-           "recalibrate_bn", "fit_least_squares"]
+           "with_versions", "recalibrate_bn", "fit_least_squares"]
 
 
 def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None = None,
@@ -83,7 +84,27 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
             grown[key] = _named(key, lambda: pad_fc_gaussian(state_dict[key], chw, tuple(big.hw), generator=gen))
         else:
             grown[key] = _named(key, lambda: resize_fc(state_dict[key], chw, tuple(big.hw), method))
-    return {k: grown[k] if k in grown else v.clone() for k, v in state_dict.items()}, target
+    return with_versions({k: grown[k] if k in grown else v.clone() for k, v in state_dict.items()}, state_dict), target
+
+
+def with_versions(state: Mapping[str, torch.Tensor], *sources) -> OrderedDict:
+    """`state` as an OrderedDict with module versions (`_metadata`), as `nn.Module.state_dict()` gives.
+
+    A few modules refuse a state_dict without their version (torchvision's MNASNet raises
+    ValueError), and safetensors files, like any plain dict, carry none. `state`'s own versions
+    are kept; else those of the first source that has them: a state_dict, or a module built
+    from the same code (its own versions).
+
+    Example:
+        >>> net.load_state_dict(with_versions(load_file("big.safetensors"), net))
+    """
+    out = OrderedDict(state)
+    for source in (state, *sources):
+        versions = getattr(source.state_dict() if isinstance(source, nn.Module) else source, "_metadata", None)
+        if versions is not None:
+            out._metadata = versions
+            break
+    return out
 
 
 def _named(key: str, convert):
@@ -170,8 +191,9 @@ def _input_width(model: nn.Module, name: str, size: int, in_chans: int) -> int:
 
     handle = model.get_submodule(name).register_forward_pre_hook(hook)
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, in_chans, size, size, device="meta"))
+        for training in (False, True):  # train mode: a Linear of an auxiliary head (GoogLeNet aux1.fc1)
+            with torch.no_grad():
+                model.train(training)(torch.zeros(2, in_chans, size, size, device="meta"))
     except _Stop:
         pass
     except (RuntimeError, ValueError) as err:
@@ -179,6 +201,7 @@ def _input_width(model: nn.Module, name: str, size: int, in_chans: int) -> int:
                              f"({first_line(err, 120)}). Hint: pass a larger --to") from None
     finally:
         handle.remove()
+        model.eval()
     if "width" not in seen:
         raise InputSizeError(f"{name!r} did not run at input size {size}")
     return int(seen["width"])
@@ -210,7 +233,7 @@ def downscale_state_dict(state: Mapping[str, torch.Tensor], plan: Plan, *,
     Example:
         >>> small_state = downscale_state_dict(torch.load("t.pth", weights_only=True), plan)
     """
-    out = {k: v.clone() for k, v in state.items()}
+    out = with_versions({k: v.clone() for k, v in state.items()}, state)
     for site in plan.convs:
         if site.changed:
             key = f"{site.name}.weight"

@@ -21,7 +21,8 @@ from .layers import fit_to, set_conv_padding, set_module
 from .plan import ConvSite, FCSite, ModelSource, Plan, Resample
 from .policy import (TABLE1, conv_pair, decide_kernel, map_kernel, parse_kernel_map, pretrain_input_size,  # noqa: F401
                      small_padding, target_padding)
-from .trace import SIZE_ATTRS, Analysis, analyze, flatten_source_hw, meta_copy, trace, warn_skipped
+from .trace import (SIZE_ATTRS, Analysis, analyze, first_line, flatten_source_hw, meta_copy, trace_covering,
+                    warn_skipped)
 
 __all__ = ["TABLE1", "parse_kernel_map", "map_kernel", "plan_shrink", "apply_plan", "shrink", "downscale_state_dict",
            "pretrain_input_size"]
@@ -135,7 +136,33 @@ def _measure_pretrain(model: nn.Module, plan: Plan, target: Analysis, gm_t: fx.G
         _check_not_vanished(site, rec.in_hw, plan.input_size)
         convs.append(site.__class__(**{**site.__dict__, "small_in_hw": rec.in_hw, "small_out_hw": rec.out_hw}))
     resamples = tuple(Resample(*r) for r in small.resamples)
+    if target.train_only:
+        _check_trains(net, plan.input_size, plan.in_chans, target.train_only, resamples)
     return plan.replace(convs=tuple(convs), resamples=resamples)
+
+
+def _check_trains(net: nn.Module, size: int, in_chans: int, train_only: list[str], resamples=()) -> None:
+    """The pre-train network (meta) must also run a train-mode forward, its auxiliary heads included."""
+    if resamples:
+        raise _two_modes_error(train_only)
+    net = meta_copy(net).train()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(2, in_chans, size, size, device="meta"))  # batch 2: BatchNorm on 1x1 maps
+    except Exception as err:  # any op may reject the shape; all mean the same to the user
+        heads = ", ".join(sorted({name.split(".")[0] for name in train_only}))
+        raise InputSizeError(f"the pre-train network cannot train at {size}px: its train-only layers ({heads}) "
+                             f"fail ({first_line(err, 120)}). Hint: pass a larger --input-size, or in Python build "
+                             "the model without auxiliary heads: shrink(name, aux_logits=False)") from None
+
+
+def _two_modes_error(train_only: list[str]) -> UnsupportedLayerError:
+    # An fx graph bakes one mode in: editing the eval graph would silently drop the train-only layers.
+    heads = ", ".join(sorted({name.split(".")[0] for name in train_only}))
+    return UnsupportedLayerError(f"the pre-train network needs resampled merges at this input size, and its "
+                                 f"train-only layers ({heads}) cannot keep running beside an edited graph. Hint: "
+                                 "pass another --input-size (the default one needs no resampling), or in Python "
+                                 "build the model without auxiliary heads: shrink(name, aux_logits=False)")
 
 
 def _fc_probe(model: nn.Module, plan: Plan) -> nn.Module:
@@ -240,7 +267,9 @@ def _apply_resamples(model: nn.Module, resamples) -> nn.Module:
     """Insert `fit_to` before the merges the plan lists; the only place the graph is edited."""
     if not resamples:
         return model
-    gm = trace(model)
+    gm, train_only = trace_covering(model)
+    if train_only:
+        raise _two_modes_error(train_only)
     nodes = {n.name: n for n in gm.graph.nodes}
     for r in resamples:
         node = nodes.get(r.node)

@@ -20,7 +20,7 @@ from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 from .errors import InputSizeError, SurgeryError, UnsupportedLayerError
 from .layers import fit_to
 
-__all__ = ["trace", "ConvRecord", "FCRecord", "Analysis", "analyze", "MERGE_FUNCTIONS", "meta_copy",
+__all__ = ["trace", "trace_covering", "ConvRecord", "FCRecord", "Analysis", "analyze", "MERGE_FUNCTIONS", "meta_copy",
            "flatten_source_hw", "first_line", "warn_skipped"]
 
 # Functions and methods that merge feature maps and so need matching spatial shapes.
@@ -82,6 +82,52 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(tracer.root, graph, name)
 
 
+def trace_covering(model: nn.Module) -> tuple[fx.GraphModule, list[str]]:
+    """Trace `model`; if some of its convs and Linears run only in train mode, trace its train mode.
+
+    Auxiliary classifiers (torchvision's GoogLeNet `aux1`/`aux2`, Inception-v3 `AuxLogits`,
+    Szegedy et al. 2015, §5) run only when `model.training`, so an eval-mode trace never sees
+    them, yet they are part of the state_dict and must fit the pre-train network when it
+    trains. The train-mode graph holds them; shapes are still propagated in eval mode.
+
+    Returns:
+        The GraphModule and the qualnames of the convs/Linears that only its train mode runs
+        (empty when the eval-mode trace already covers them all, or the model is in train mode).
+
+    Example:
+        >>> gm, train_only = trace_covering(torchvision.models.googlenet().eval())
+        >>> train_only[:2]
+        ['aux1.conv.conv', 'aux1.fc1']
+    """
+    gm = trace(model)
+    missing = _uncalled(model, gm)
+    if model.training or not missing:
+        return gm, []
+    modes = [(m, m.training) for m in model.modules()]
+    model.train()
+    try:
+        train_gm = trace(model)
+    finally:  # the trace shares the model's modules: give every one its own mode back
+        for m, mode in modes:
+            m.training = mode
+    train_gm.training = False
+    still = _uncalled(model, train_gm)
+    if len(still) == len(missing):
+        return gm, []
+    return train_gm, sorted(set(missing) - set(still))
+
+
+def _uncalled(model: nn.Module, gm: fx.GraphModule) -> list[str]:
+    """Convs and Linears of `model` that no call_module node of `gm` runs, nor any leaf holding them."""
+    called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+
+    def covered(name: str) -> bool:
+        parts = name.split(".")
+        return any(".".join(parts[:i]) in called for i in range(1, len(parts) + 1))
+
+    return [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and not covered(name)]
+
+
 @dataclass(frozen=True)
 class ConvRecord:
     """A conv module as it ran: its qualname and the feature maps it saw (N excluded)."""
@@ -116,6 +162,7 @@ class Analysis:
     skipped: list[str] = field(default_factory=list)
     resamples: list[tuple[str, int, int, tuple[int, int], tuple[int, int]]] = field(default_factory=list)
     output_shape: tuple[int, ...] = ()
+    train_only: list[str] = field(default_factory=list)  # convs/Linears only train mode runs
 
 
 class _Propagator(ShapeProp):
@@ -194,7 +241,7 @@ def analyze(model: nn.Module, size: int, in_chans: int, *, gm: fx.GraphModule | 
         model: the network; it is not modified (hooks are removed afterwards).
         size: input height and width.
         in_chans: input channels.
-        gm: an existing trace of `model` to reuse.
+        gm: an existing trace of `model` to reuse; default `trace_covering`'s (train-only heads included).
         fit_merges: fit mismatched merge inputs (pre-train networks) instead of failing.
         ratio: target size / this size, used to choose which merge input is the reference.
         target_hw: node name -> spatial size of the same node in the target network.
@@ -205,8 +252,9 @@ def analyze(model: nn.Module, size: int, in_chans: int, *, gm: fx.GraphModule | 
     Raises:
         InputSizeError: a feature map vanishes at this input size.
     """
-    gm = gm if gm is not None else trace(meta_copy(model))
     analysis = Analysis(size=size)
+    if gm is None:
+        gm, analysis.train_only = trace_covering(meta_copy(model))
     if target_hw:
         for n in gm.graph.nodes:
             if n.name in target_hw:

@@ -103,7 +103,8 @@ def _build_torchvision(name: str, kwargs: dict[str, Any]) -> nn.Module:
         raise UnknownModelError(f"torchvision:{name} takes 3 input channels, not in_chans={in_chans}. "
                                 "Hint: use the timm equivalent, which accepts --in-chans")
     if name in ("inception_v3", "googlenet"):
-        kwargs.setdefault("aux_logits", False)
+        # The stock default (None) means True with a FutureWarning; the auxiliary heads stay
+        # (aux_logits=True), so the keys are the default constructor's.
         kwargs.setdefault("init_weights", True)
     return tvm.get_model(name, weights=None, **kwargs)
 

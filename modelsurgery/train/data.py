@@ -13,8 +13,11 @@ Under DistributedDataParallel each rank iterates its own shard: training order c
 
 Finding the fixture: `fixtures/` sits at the repository top, next to the package, so
 `fixture_path()` looks in `<package parent>/fixtures/` (this works from a checkout and from an
-editable install). Set `MODELSURGERY_FIXTURES=/some/dir` to look elsewhere; a missing file
-raises `DatasetError` with the command that rebuilds it.
+editable install, not from a plain `pip install`, which installs the package alone). Set
+`MODELSURGERY_FIXTURES=/some/dir` to look elsewhere; a missing file raises `DatasetError`.
+The few test images of `msurg grow`'s fidelity check ship inside the package instead
+(`modelsurgery/data/fidelity.safetensors`, `load_fidelity_images`), so that check works from
+any install.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ __all__ = [
     "load_idx",
     "fixture_path",
     "load_fixture_fashion_mnist",
+    "require_fixture",
+    "load_fidelity_images",
     "load_fashion_mnist",
     "load_image_folder",
     "resize_images",
@@ -48,6 +53,7 @@ __all__ = [
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 FIXTURE_NAME = "fashion_mnist_subset.safetensors"
+FIDELITY_IMAGES_FILE = "fidelity.safetensors"  # package data, built by fixtures/make_fidelity_data.py
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -147,13 +153,43 @@ def load_fixture_fashion_mnist(split: str = "train") -> tuple[torch.Tensor, torc
 
     if split not in _SPLIT_PREFIX:
         raise DatasetError(f"unknown split {split!r}. Hint: use 'train' or 'test'")
+    tensors = load_file(require_fixture())
+    return tensors[f"{split}_images"], tensors[f"{split}_labels"].long()
+
+
+def require_fixture() -> Path:
+    """`fixture_path()` if the file is there, else a one-line `DatasetError` saying what to pass instead.
+
+    Example:
+        >>> require_fixture().name
+        'fashion_mnist_subset.safetensors'
+    """
     path = fixture_path()
     if not path.is_file():
-        raise DatasetError(f"fixture {path} not found. Hint: run from a checkout of the repo, set "
-                           "MODELSURGERY_FIXTURES to the folder holding it, or rebuild it with "
-                           "`python fixtures/make_fixtures.py`")
-    tensors = load_file(path)
-    return tensors[f"{split}_images"], tensors[f"{split}_labels"].long()
+        raise DatasetError(f"'fixture' names the Fashion-MNIST subset in the repository's fixtures/ folder, and "
+                           f"{path} is not there (a pip-installed package does not carry it; a checkout rebuilds it "
+                           "with `python fixtures/make_fixtures.py`). Hint: pass a folder of IDX files or an "
+                           "ImageFolder instead, or set MODELSURGERY_FIXTURES to the folder holding the file")
+    return path
+
+
+def load_fidelity_images() -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The Fashion-MNIST test images shipped inside the package (32, uint8 28×28), or None if absent.
+
+    Example:
+        >>> images, labels = load_fidelity_images()
+        >>> images.shape, images.dtype
+        (torch.Size([32, 28, 28]), torch.uint8)
+    """
+    from importlib.resources import files
+
+    from safetensors.torch import load
+
+    resource = files("modelsurgery").joinpath("data").joinpath(FIDELITY_IMAGES_FILE)  # one name a call: 3.10
+    if not resource.is_file():
+        return None
+    tensors = load(resource.read_bytes())
+    return tensors["test_images"], tensors["test_labels"].long()
 
 
 def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None,

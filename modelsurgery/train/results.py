@@ -151,8 +151,15 @@ def write_results(path: str | os.PathLike, results: Mapping[str, Any], *, force:
 
 
 def git_revision(path: str | os.PathLike | None = None) -> str:
-    """`git describe --always --dirty` of the checkout holding `path` (default: this package), or "unknown"."""
+    """`git describe --always --dirty` of the checkout holding `path` (default: this package), or "unknown".
+
+    By default only a package that sits at the top of a checkout (`<repo>/modelsurgery`, as in an
+    editable install) has a revision: a pip-installed copy in a virtual environment inside some
+    repository would otherwise report that repository's.
+    """
     where = Path(path) if path is not None else Path(__file__).resolve().parents[2]
+    if path is None and not (where / ".git").exists():
+        return "unknown"
     try:
         out = subprocess.run(["git", "-C", str(where), "describe", "--always", "--dirty", "--abbrev=40"],
                              capture_output=True, text=True, timeout=20)
