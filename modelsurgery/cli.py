@@ -14,6 +14,7 @@ import click
 from .constants import (DEFAULT_DOWNSCALE_METHOD, DEFAULT_EVEN_PADDING, DEFAULT_FC, DEFAULT_METHOD, DOWNSCALE_METHODS,
                         EVEN_PADDINGS, FC_MODES, LSQ, METHODS, TABLE1)
 from .errors import SurgeryError
+from .paths import check_paths, target_path
 
 EXIT_CODES = """\b
 Exit codes (every command):
@@ -120,6 +121,7 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
     The weights get the model's own init at the new shapes, or, with --weights, the trained
     target's weights downscaled with their amplitude preserved.
     """
+    check_paths(out, force, weights)  # file errors at once, before convert imports torch
     from .convert import shrink_to_file
 
     click.echo(format_report(shrink_to_file(
@@ -154,6 +156,7 @@ def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, force):
     model (timm.create_model(name) or the torchvision constructor). Afterwards a one-line
     fidelity check compares pre-train and grown logits on fixture images.
     """
+    check_paths(target_path(ckpt) if out is None else out, force, ckpt)  # before convert imports torch
     from .convert import grow_file
 
     click.echo(format_report(grow_file(ckpt, out, to=to, method=method, fc=fc, seed=seed, plan_file=plan_file,
@@ -173,6 +176,7 @@ def export(ckpt, out, input_size, opset, force):
     onnx.checker runs on the result; when onnxruntime is installed the outputs are compared
     with PyTorch's (atol 1e-4) and the maximum error is printed.
     """
+    check_paths(out, force, ckpt)  # before convert imports torch
     from .convert import export_file
 
     click.echo(format_report(export_file(ckpt, out, input_size=input_size, opset=opset, force=force)))

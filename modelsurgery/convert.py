@@ -18,6 +18,7 @@ from .checkpoint import (META_PLAN, check_output, load, read_plan, read_state_di
                          warn_nonfinite)
 from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_METHOD, LSQ
 from .errors import CheckpointError, ConversionError, PlanError, UnknownModelError
+from .paths import check_paths, target_path
 from .plan import Plan
 
 __all__ = ["FileReport", "Fidelity", "shrink_to_file", "grow_file", "export_file"]
@@ -77,10 +78,10 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNS
     Returns:
         The report: path written and the pre-train plan (`method` None without `weights`).
     """
-    from .shrink import downscale_state_dict, shrink
+    check_paths(out, force, weights)  # fail before the slow part, and again at the atomic rename
+    from .shrink import downscale_state_dict, shrink  # timm and torchvision, after the cheap checks
     from .zoo import rebuild
 
-    check_output(out, force)  # fail before the slow part, and again at the atomic rename
     target_state = None
     if weights is not None:
         target_state, _ = read_state_dict(weights)
@@ -130,15 +131,15 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
         The report: path written, the target plan, method and fc, the calibration counts and
         the fidelity check.
     """
-    from .grow import grow, grow_size
-    from .zoo import rebuild
-
-    out = Path(out) if out is not None else _default_out(ckpt)
+    out = Path(out) if out is not None else target_path(ckpt)
     check_output(out, force)  # fail before the slow part, and again at the atomic rename
     method = method or (LSQ if calibrate is not None else DEFAULT_METHOD)
     if method == LSQ and calibrate is None:
         raise ConversionError("--method lsq fits kernels to calibration images. Hint: add --calibrate DATA "
                               "(an IDX folder, an ImageFolder, or 'fixture')")
+    from .grow import grow, grow_size  # timm and torchvision, after the cheap checks
+    from .zoo import rebuild
+
     state, meta = read_state_dict(ckpt)
     plan = _grow_plan(ckpt, meta, plan_file)
     grow_size(plan, to)
@@ -159,11 +160,6 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
     path = save(out, grown_state, big_plan, force=force)
     fidelity = _fidelity(pretrain, target, plan, big_plan)
     return FileReport("grow", path, big_plan, method=method, fc=fc, fidelity=fidelity, **counts)
-
-
-def _default_out(ckpt) -> Path:
-    path = Path(ckpt)
-    return path.with_name(f"{path.stem}-target.safetensors")
 
 
 def _grow_plan(ckpt, meta, plan_file) -> Plan:
@@ -307,9 +303,9 @@ def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None =
         >>> export_file("small.safetensors", "small.onnx").onnx["exporter"]
         'dynamo'
     """
+    check_paths(out, force, ckpt)
     from .export import export_checked
 
-    check_output(out, force)
     model, plan = load(ckpt)
     size = input_size or (plan.input_size if plan.form == "pretrain" else plan.target_size)
     # load() has already warned about non-finite weights, naming the file
