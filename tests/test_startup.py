@@ -8,6 +8,7 @@ cheap, and its verbs import what they need on first use.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,38 @@ print([m for m in {HEAVY!r} if m in sys.modules])
 """
     proc = python(code, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.split() == ["[]"], proc.stderr[-2000:]
+
+
+def test_startup_table_is_read_from_its_results_file(tmp_path):
+    """bench/results/startup.json rendered with its every float altered: every figure of its section changes."""
+    from bench import make_readme_table as tables
+    from tests.test_bench_tables import DECIMALS, bump
+
+    src = ROOT / "bench" / "results" / "startup.json"
+    (tmp_path / src.name).write_text(json.dumps(bump(json.loads(src.read_text()))))
+    (before, _), (after, used) = tables.build(src.parent), tables.build(tmp_path)
+    assert used == [src.name]
+    section = lambda text: text.split("## Start-up time")[1].split("<sub>Source:")[0]  # noqa: E731
+    old, new = re.findall(DECIMALS, section(before)), re.findall(DECIMALS, section(after))
+    assert len(old) == len(new) > 40
+    assert all(a != b for a, b in zip(old, new)), [(a, b) for a, b in zip(old, new) if a == b]
+
+
+def test_benchmark_attributes_import_time_to_the_innermost_heavy_package():
+    """bench.startup's breakdown: a module counts for the heavy package whose import it is part of."""
+    from bench.startup import import_times
+
+    stderr = """import time: self [us] | cumulative | imported package
+import time:         5 |          5 | encodings
+import time:       100 |        100 |     numpy.core
+import time:       200 |        300 |   numpy
+import time:      1000 |       1300 | torch
+import time:        50 |         50 |     PIL
+import time:       300 |        350 |   torchvision.models
+import time:        10 |         10 |   json
+import time:       400 |       760 | timm
+import time:         7 |          7 | click
+STARTED 1.5
+"""
+    assert import_times(stderr, frozenset({"encodings"})) == pytest.approx(
+        {"torch": 1300e-6, "torchvision": 350e-6, "timm": 410e-6, "other": 7e-6}, abs=1e-12)
