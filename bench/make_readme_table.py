@@ -243,14 +243,17 @@ _PARTS = {"interpreter_s": "interpreter", "torch_s": "torch", "torchvision_s": "
 def startup(e: dict) -> list[str]:
     d, s = e["data"], e["settings"]
     rows = [[f"`{c['argv']}`", str(c["exit_code"]), _x(c["before"]["median_s"]), _x(c["after"]["median_s"]),
-             _x(c["speedup"], ".1f", "×"), _x(c["after"].get("exit_median_s"))] for c in d["commands"].values()]
+             _x(c["speedup"], ".1f", "×"), _x(c["before"]["cpu_median_s"]), _x(c["after"]["cpu_median_s"]),
+             _x(c["after"]["exit_median_s"])] for c in d["commands"].values()]
     parts = [[f"`{d['commands'][name]['argv'].split(' --out')[0]}`", variant, _x(p["total_s"]),
               *(_x(p[k]) for k in _PARTS)] for variant in ("after", "before")
              for name, p in d["breakdown"].get(variant, {}).items()]
     b = d["baselines"]
     return [f"`msurg` as whole processes, with this checkout's package (after) and with commit `{s['before']}`'s "
-            f"(before), interleaved, median of {s['repeats']}. Exit = process end minus the last line printed.", "",
-            *_table(["command", "exit code", "before (s)", "after (s)", "before / after", "exit, after (s)"], rows), "",
+            f"(before), interleaved, median of {s['repeats']}: wall time, and CPU time (user + system of that "
+            "process), which a busy machine moves less. Exit = process end minus the last line printed.", "",
+            *_table(["command", "exit code", "before (s)", "after (s)", "before / after", "CPU before (s)",
+                     "CPU after (s)", "exit, after (s)"], rows), "",
             "Where the time goes (seconds, medians of runs under `-X importtime`): torch, torchvision and timm are "
             "the self time of their modules' imports, other imports are ours, click and safetensors; work is the "
             "command's own, up to its last line.", "",

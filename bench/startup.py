@@ -78,7 +78,10 @@ def commands(work: Path | None = None, variant: str = "") -> dict[str, list[str]
 
 
 def run_process(argv: list[str], cwd: Path, env: dict) -> dict:
-    """One child to completion: wall time, time of its last output (stdout or stderr), exit code, stderr.
+    """One child to completion: wall and CPU time, time of its last output (stdout or stderr), exit code, stderr.
+
+    CPU time (user + system, from os.wait4 for that child alone) moves less than wall time with
+    the load of a shared machine.
 
     With TIMED_LAUNCH, also `started_s`: when the child's first statement ran.
     """
@@ -96,12 +99,13 @@ def run_process(argv: list[str], cwd: Path, env: dict) -> dict:
             last = time.perf_counter() - start
             if key.fileobj is proc.stderr:
                 err.append(chunk)
-    code = proc.wait()
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
     sel.close()
     stderr = b"".join(err).decode(errors="replace")
     started = [float(ln.split()[1]) - epoch for ln in stderr.splitlines() if ln.startswith("STARTED ")]
-    return {"wall_s": wall, "output_s": last, "started_s": started[-1] if started else None, "exit_code": code,
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "output_s": last, "started_s": started[-1] if started else None, "exit_code": code,
             "stderr": stderr}
 
 
@@ -152,6 +156,7 @@ def extract(rev: str, dest: Path) -> Path:
     dest.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "modelsurgery"], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(dest)], check=True)  # as the checkout's are
     return dest
 
 
@@ -217,16 +222,20 @@ def collect(runs: dict[str, list[dict]], where: dict[str, str], startup: frozens
         rs = runs[key]
         bad = [r for r in rs if r["exit_code"] != expected]
         exits = [r["wall_s"] - r["output_s"] for r in rs if r["output_s"] is not None]
-        return {**summary(r["wall_s"] for r in rs), "exit_median_s": round(median(exits), 3) if exits else None,
+        return {**summary(r["wall_s"] for r in rs), "cpu_median_s": round(median(r["cpu_s"] for r in rs), 3),
+                "exit_median_s": round(median(exits), 3) if exits else None,
                 "ok": not bad,
                 **({"stderr": bad[0]["stderr"][-600:]} if bad else {})}
 
-    baselines = {name: summary(r["wall_s"] for r in runs[f"baseline/{name}"]) for name in BASELINES}
+    baselines = {name: {**summary(r["wall_s"] for r in runs[f"baseline/{name}"]),
+                        "cpu_median_s": round(median(r["cpu_s"] for r in runs[f"baseline/{name}"]), 3)}
+                 for name in BASELINES}
     cmds = {}
     for name, expected in EXPECTED_EXIT.items():
         rec = {"argv": f"msurg {' '.join(commands()[name])}", "exit_code": expected,
                "before": stats(f"before/{name}", expected), "after": stats(f"after/{name}", expected)}
         rec["speedup"] = round(rec["before"]["median_s"] / rec["after"]["median_s"], 2)
+        rec["cpu_speedup"] = round(rec["before"]["cpu_median_s"] / rec["after"]["cpu_median_s"], 2)
         cmds[name] = rec
     parts: dict[str, dict] = {"after": {}, "before": {}}
     for key, rs in runs.items():
@@ -242,7 +251,7 @@ def report(result: dict) -> None:
         b, a = rec["before"], rec["after"]
         flag = "" if a["ok"] and b["ok"] else "  FAILED: " + (a.get("stderr") or b.get("stderr", ""))[-300:]
         print(f"{rec['argv'][:60]:60s} before {b['median_s']:6.2f} s  after {a['median_s']:6.2f} s"
-              f"  ({rec['speedup']:.1f}x){flag}")
+              f"  ({rec['speedup']:.1f}x; CPU {b['cpu_median_s']:.2f} -> {a['cpu_median_s']:.2f} s){flag}")
     for name, b in d["baselines"].items():
         print(f"baseline {name:20s} {b['median_s']:6.2f} s")
     for variant, cmds in d["breakdown"].items():

@@ -79,7 +79,7 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNS
         The report: path written and the pre-train plan (`method` None without `weights`).
     """
     check_paths(out, force, weights)  # fail before the slow part, and again at the atomic rename
-    from .shrink import downscale_state_dict, shrink  # timm and torchvision, after the cheap checks
+    from .shrink import downscale_state_dict, shrink  # after the cheap checks
     from .zoo import rebuild
 
     target_state = None
@@ -137,7 +137,7 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
     if method == LSQ and calibrate is None:
         raise ConversionError("--method lsq fits kernels to calibration images. Hint: add --calibrate DATA "
                               "(an IDX folder, an ImageFolder, or 'fixture')")
-    from .grow import grow, grow_size  # timm and torchvision, after the cheap checks
+    from .grow import grow, grow_size  # after the cheap checks
     from .zoo import rebuild
 
     state, meta = read_state_dict(ckpt)
