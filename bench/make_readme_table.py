@@ -290,6 +290,35 @@ def _time_to_accuracy_single(e: dict) -> list[str]:
     return [*out, *_goals(e, lambda _, v: "target not reached" if v is None else _pct(v, ".1%"))]
 
 
+_PARTS = {"interpreter_s": "interpreter", "torch_s": "torch", "torchvision_s": "torchvision", "timm_s": "timm",
+          "other_imports_s": "other imports", "work_s": "work", "exit_s": "exit"}
+
+
+def startup(e: dict) -> list[str]:
+    d, s = e["data"], e["settings"]
+    rows = [[f"`{c['argv']}`", str(c["exit_code"]), _x(c["before"]["median_s"]), _x(c["after"]["median_s"]),
+             _x(c["speedup"], ".1f", "×"), _x(c["before"]["cpu_median_s"]), _x(c["after"]["cpu_median_s"]),
+             _x(c["after"]["exit_median_s"])] for c in d["commands"].values()]
+    parts = [[f"`{d['commands'][name]['argv'].split(' --out')[0]}`", variant, _x(p["total_s"]),
+              *(_x(p[k]) for k in _PARTS)] for variant in ("after", "before")
+             for name, p in d["breakdown"].get(variant, {}).items()]
+    b = d["baselines"]
+    return [f"`msurg` as whole processes, with this checkout's package (after) and with commit `{s['before']}`'s "
+            f"(before), interleaved, median of {s['repeats']}: wall time, and CPU time (user + system of that "
+            "process), which a busy machine moves less. Exit = process end minus the last line printed.", "",
+            *_table(["command", "exit code", "before (s)", "after (s)", "before / after", "CPU before (s)",
+                     "CPU after (s)", "exit, after (s)"], rows), "",
+            "Where the time goes (seconds, medians of runs under `-X importtime`): torch, torchvision and timm are "
+            "the self time of their modules' imports, other imports are ours, click and safetensors; work is the "
+            "command's own, up to its last line.", "",
+            *_table(["command", "package", "total", *_PARTS.values()], parts, "ll" + "r" * (len(_PARTS) + 1)), "",
+            f"- Baseline processes: `python -c pass` {_x(b['python_bare']['median_s'])} s, `import torch` "
+            f"{_x(b['import_torch']['median_s'])} s, `import torch, torchvision` "
+            f"{_x(b['import_torchvision']['median_s'])} s, `import torch, torchvision, timm` "
+            f"{_x(b['import_timm']['median_s'])} s.",
+            *_goals(e, lambda _, v: _x(v, ".2f", " s"))]
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "pretrain_speedup": ("Pre-train speed-up per training step", pretrain_speedup),
     "even_kernel_pad": ("Even (2×2) kernels: the cost of padding", even_kernel_pad),
@@ -299,7 +328,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "grow_fidelity": ("Accuracy kept at the grow", grow_fidelity),
     "grow_speed": ("Grow speed", grow_speed),
     "time_to_accuracy": ("Time to accuracy", time_to_accuracy),
-    "grow_loss_jump": ("Loss jump at the grow", grow_loss_jump)}
+    "grow_loss_jump": ("Loss jump at the grow", grow_loss_jump),
+    "startup": ("Start-up time of `msurg`", startup)}
 
 
 def generic(e: dict) -> list[str]:

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, OutputExistsError, PlanError
+from .paths import check_input as _check_input
+from .paths import check_output
 from .plan import Plan
 from .torchfile import StoredWeights, WeightsRead, pick_weights, read_torch, wrapper_prefix
 from .trace import first_line
@@ -28,23 +30,6 @@ __all__ = ["save", "load", "load_reporting", "save_state_dict", "read_state_dict
 META_VERSION = "modelsurgery.version"
 META_FORM = "modelsurgery.form"
 META_PLAN = "modelsurgery.plan"
-
-
-def check_output(path: str | os.PathLike, force: bool = False) -> Path:
-    """Validate an output path before any work is done: writable folder, no clobbering."""
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"output {str(path)!r} is a directory. Hint: give a file name, e.g. {path / 'model.safetensors'}")
-    if path.exists() and not force:
-        raise OutputExistsError(f"output {str(path)!r} exists. Hint: pass --force to overwrite it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise CheckpointError(f"output folder {str(parent)!r} is a file, not a folder. Hint: choose another --out")
-    if not parent.is_dir():
-        raise CheckpointError(f"output folder {str(parent)!r} does not exist. Hint: create it first")
-    if not os.access(parent, os.W_OK):
-        raise CheckpointError(f"output folder {str(parent)!r} is not writable. Hint: choose another --out")
-    return path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, force: bool = False) -> Path:
@@ -138,15 +123,6 @@ def save(path, model: nn.Module | Mapping[str, torch.Tensor], plan: Plan, *, for
     state = model.state_dict() if isinstance(model, nn.Module) else model
     meta = {META_VERSION: __version__, META_FORM: plan.form, META_PLAN: plan.to_json()}
     return save_state_dict(path, state, meta, force=force)
-
-
-def _check_input(path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist. Hint: check the path")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} is a directory, not a file. Hint: name the file inside it")
-    return path
 
 
 def read_state_dict(path, *, ema: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

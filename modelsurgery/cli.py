@@ -14,6 +14,7 @@ import click
 from .constants import (DEFAULT_DOWNSCALE_METHOD, DEFAULT_EVEN_PADDING, DEFAULT_FC, DEFAULT_METHOD, DOWNSCALE_METHODS,
                         EVEN_PADDINGS, FC_MODES, LSQ, METHODS, TABLE1)
 from .errors import SurgeryError
+from .paths import check_paths, target_path
 
 EXIT_CODES = """\b
 Exit codes (every command):
@@ -124,6 +125,7 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
     a .pt/.pth/.ckpt as timm's train.py, torchvision's reference scripts or Lightning write it; a
     DDP/torch.compile/LightningModule prefix is removed where that makes the keys match MODEL.
     """
+    check_paths(out, force, weights)  # file errors at once, before convert imports torch
     from .convert import shrink_to_file
 
     click.echo(format_report(shrink_to_file(
@@ -161,6 +163,7 @@ def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, ema, force):
     model (timm.create_model(name) or the torchvision constructor). Afterwards a one-line
     fidelity check compares pre-train and grown logits on fixture images.
     """
+    check_paths(target_path(ckpt) if out is None else out, force, ckpt)  # before convert imports torch
     from .convert import grow_file
 
     click.echo(format_report(grow_file(ckpt, out, to=to, method=method, fc=fc, seed=seed, plan_file=plan_file,
@@ -184,6 +187,7 @@ def export(ckpt, out, input_size, opset, plan_file, ema, force):
     onnx.checker runs on the result; when onnxruntime is installed the outputs are compared
     with PyTorch's (atol 1e-4) and the maximum error is printed.
     """
+    check_paths(out, force, ckpt)  # before convert imports torch
     from .convert import export_file
 
     click.echo(format_report(export_file(ckpt, out, input_size=input_size, opset=opset, plan_file=plan_file, ema=ema,

@@ -19,6 +19,7 @@ from .checkpoint import (META_PLAN, check_output, load_reporting, open_weights, 
 from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_METHOD, LSQ
 from .describe import CheckpointInfo, describe_file  # noqa: F401  (msurg info, re-exported)
 from .errors import CheckpointError, ConversionError, PlanError, UnknownModelError
+from .paths import check_paths, target_path
 from .plan import Plan
 from .torchfile import WeightsRead, pick_weights
 
@@ -85,13 +86,13 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNS
     Returns:
         The report: path written and the pre-train plan (`method` None without `weights`).
     """
-    from .grow import with_versions
+    check_paths(out, force, weights)  # fail before the slow part, and again at the atomic rename
+    if ema and weights is None:
+        raise ConversionError("--ema reads the EMA weights of --weights. Hint: add --weights FILE, or drop --ema")
+    from .grow import with_versions  # after the cheap checks
     from .shrink import downscale_state_dict, shrink
     from .zoo import rebuild
 
-    check_output(out, force)  # fail before the slow part, and again at the atomic rename
-    if ema and weights is None:
-        raise ConversionError("--ema reads the EMA weights of --weights. Hint: add --weights FILE, or drop --ema")
     stored = open_weights(weights)[0] if weights is not None else None
     small, plan = shrink(model, **shrink_kwargs)
     read = None
@@ -147,10 +148,7 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
         The report: path written, the target plan, method and fc, the calibration counts, the
         fidelity check and which weights of `ckpt` were read.
     """
-    from .grow import grow, grow_size
-    from .zoo import rebuild
-
-    out = Path(out) if out is not None else _default_out(ckpt)
+    out = Path(out) if out is not None else target_path(ckpt)
     check_output(out, force)  # fail before the slow part, and again at the atomic rename
     method = method or (LSQ if calibrate is not None else DEFAULT_METHOD)
     if method == LSQ and calibrate is None:
@@ -158,6 +156,9 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
                               "(an IDX folder, an ImageFolder, or 'fixture')")
     if calibrate is not None:
         _check_calibration_data(calibrate)
+    from .grow import grow, grow_size  # after the cheap checks
+    from .zoo import rebuild
+
     stored, meta = open_weights(ckpt)
     plan = _grow_plan(ckpt, meta, plan_file)
     grow_size(plan, to)
@@ -180,11 +181,6 @@ def grow_file(ckpt, out=None, *, to: int | None = None, method: str | None = Non
     path = save(out, grown_state, big_plan, force=force)
     fidelity = _fidelity(pretrain, target, plan, big_plan)
     return FileReport("grow", path, big_plan, method=method, fc=fc, fidelity=fidelity, read=read, **counts)
-
-
-def _default_out(ckpt) -> Path:
-    path = Path(ckpt)
-    return path.with_name(f"{path.stem}-target.safetensors")
 
 
 def _grow_plan(ckpt, meta, plan_file) -> Plan:
@@ -353,9 +349,9 @@ def export_file(ckpt, out, *, input_size: int | None = None, opset: int | None =
         >>> export_file("small.safetensors", "small.onnx").onnx["exporter"]
         'dynamo'
     """
+    check_paths(out, force, ckpt)
     from .export import export_checked
 
-    check_output(out, force)
     model, plan, read = load_reporting(ckpt, plan=None if plan_file is None else _read_plan_file(plan_file), ema=ema)
     size = input_size or (plan.input_size if plan.form == "pretrain" else plan.target_size)
     # load() has already warned about non-finite weights, naming the file

@@ -3,6 +3,8 @@
 `SurgeryError` is the base. Errors caused by what the user passed in (a name, a file, a
 size) are also `ValueError`s, so ordinary Python code can catch them as such. The CLI turns
 any `SurgeryError` into a one-line message and exit code 1.
+
+This module imports nothing, so that `msurg` can report an error without loading torch.
 """
 
 __all__ = [
