@@ -5,6 +5,7 @@ model that `modelsurgery.load` or timm builds), keys against the layouts of
 test_checkpoint_layouts.py. Bad input is in test_errors.py.
 """
 
+import argparse
 import json
 import os
 
@@ -85,7 +86,8 @@ def test_each_torch_layout(tmp_path, layout):
     torch.manual_seed(0)
     target = timm.create_model(MODEL, num_classes=10, pretrained=False)
     path, model_state, _ = LAYOUTS[layout](tmp_path, target, 64)
-    stored = torch.load(path, weights_only=False)  # our own file: the reference reading
+    with torch.serialization.safe_globals([argparse.Namespace]):   # torch's own reading, as the reference
+        stored = torch.load(path, weights_only=True)
     info = describe_file(path)
     assert (info.format, info.form, info.plan) == ("torch", "plain state_dict", None)
     assert info.key == WEIGHTS[layout] and info.ema_key == EMA.get(layout)
