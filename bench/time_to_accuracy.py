@@ -71,10 +71,10 @@ CACHE_VERSION = 1
 METHODS = ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing",
            "coarse_to_fine")
 GOALS = {"kernel_rescaling": 0.20, "low_mode": 0.15}   # saving at equal accuracy, headline budget
-# Step cost relative to a full 28 px step, 2-core AMD EPYC (time_to_accuracy-amd.json, pretrain_speedup):
-# what --estimate assumes; the run measures its own table. Sizes not listed scale with the pixels.
-RATIOS = {"target 28px": 1.0, "target 24px": 1.10, "target 20px": 0.66, "target 16px": 0.44,
-          "pretrain 19px": 0.45, "low 28px": 0.23, "c2f 32px": 0.67, "c2f 16px": 0.09, "c2f 8px": 0.02}
+# Step cost relative to a full 28 px step of FashionResNet-18 at width 16, 2-core AMD EPYC (measured
+# interleaved): what --estimate assumes; a run measures its own table. Sizes not listed scale with the pixels.
+RATIOS = {"target 28px": 1.0, "target 24px": 0.75, "target 20px": 0.52, "target 16px": 0.36,
+          "pretrain 19px": 0.38, "low 28px": 0.17, "c2f 32px": 0.28, "c2f 16px": 0.04, "c2f 8px": 0.01}
 
 
 class FrontierError(SurgeryError, ValueError):
@@ -84,14 +84,14 @@ class FrontierError(SurgeryError, ValueError):
 @dataclass
 class Settings:
     data: str = "/usr/share/datasets/fashion-mnist"
-    width: int = 8
+    width: int = 16
     batch_size: int = 256
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     decay: float = 0.5
-    baseline: tuple[int, ...] = (1, 2, 4, 6)
-    budgets: tuple[int, ...] = (2, 4)
+    baseline: tuple[int, ...] = (2, 4, 6, 8, 12)
+    budgets: tuple[int, ...] = (4, 8)
     c2f_budgets: tuple[int, ...] = (2, 4)
     methods: tuple[str, ...] = METHODS
     seeds: int = 2
@@ -105,7 +105,7 @@ class Settings:
     device: str | None = None
     threads: int | None = None
     speed_steps: int = 6
-    epoch_s: float = 71.0
+    epoch_s: float = 126.0
     quick: bool = False
     out: str = str(RESULTS / "time_to_accuracy.json")
     cache: str = str(RESULTS / "time_to_accuracy_runs")
@@ -170,16 +170,22 @@ def validate(s: Settings) -> None:
 
 
 def plan_runs(s: Settings) -> list[Spec]:
-    """Every run of the frontier, baselines first, budgets ascending (so trunks only go forward)."""
-    seeds = lambda b: range(s.headline_seeds if b == s.headline else s.seeds)   # noqa: E731
-    runs = [Spec("resnet", "baseline", b, k) for k in range(s.headline_seeds) for b in s.baseline if k in seeds(b)]
+    """Every run of the frontier, seed by seed, so that a stopped frontier already reads one seed whole.
+
+    Per seed: its baselines, budgets ascending (so its trunk only goes forward), then each method,
+    headline budget first; coarse-to-fine and its own baseline come last.
+    """
+    def has(k: int, b: int) -> bool:
+        return k < (s.headline_seeds if b == s.headline else s.seeds)
+
+    resnet = [m for m in s.methods if m != "coarse_to_fine"]
+    runs = []
+    for k in range(s.headline_seeds):
+        runs += [Spec("resnet", "baseline", b, k) for b in s.baseline if has(k, b)]
+        runs += [Spec("resnet", m, b, k) for b in sorted(s.budgets, reverse=True) for m in resnet if has(k, b)]
     if "coarse_to_fine" in s.methods:
-        runs += [Spec("c2f", "baseline", b, k) for k in range(s.seeds) for b in s.c2f_budgets]
-    for m in s.methods:
-        if m == "coarse_to_fine":
-            runs += [Spec("c2f", m, b, k) for b in s.c2f_budgets for k in range(s.seeds)]
-        else:
-            runs += [Spec("resnet", m, b, k) for b in s.budgets for k in seeds(b)]
+        for k in range(s.seeds):
+            runs += [Spec("c2f", m, b, k) for m in ("baseline", "coarse_to_fine") for b in s.c2f_budgets]
     return runs
 
 
@@ -350,9 +356,11 @@ def train_one(s: Settings, spec: Spec, ctx: dict) -> dict:
     acc = trainer.evaluate(32 if spec.family == "c2f" else 28)
     eval_s = _now(trainer.device) - start
     history = trainer.history
+    one_off = sum(r.get("epoch_start_s", 0.0) for r in history)
     jump = loss_jump(history, method_params(s, spec)["switch"]) if "switch" in method_params(s, spec) else None
     result = {"key": run_key(config), "name": spec.name, "config": config, "acc": acc, "train_s": trainer.wall,
-              "eval_s": round(eval_s, 3), "steps": steps_by_kind(spec, history), "branched_at": branched,
+              "eval_s": round(eval_s, 3), "steps": steps_by_kind(spec, history), "one_off_s": round(one_off, 3),
+              "step_table": ctx.get("table"), "branched_at": branched,
               "loss_jump": jump, "loadavg": {"before": load, "after": load_average()},
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
               "history": [{k: v for k, v in r.items() if k not in ("loss_head", "loss_tail")} for r in history]}
@@ -595,7 +603,7 @@ def _frontier(s: Settings, plan: list[Spec]) -> dict:
     cache = Path(s.cache)
     kinds = {k for sp in plan for k, _ in epoch_kinds(s, sp)} | ({"low 28px"} if "low_mode" in s.methods else set())
     print(f"step times ({len(kinds)} kinds, interleaved) ...", flush=True)
-    table = step_table(s, kinds, data)
+    table = ctx["table"] = step_table(s, kinds, data)
     print("  " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in table.items()), flush=True)
     results, out = {}, Path(s.out)
 

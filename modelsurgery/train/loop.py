@@ -15,6 +15,8 @@ calls `fit(epochs)`. Everything a method needs to change mid-run goes through th
 
 Time: `wall` in the log is cumulative training time in seconds: epoch-start callbacks (resizes,
 grows) and the training iterations, excluding evaluation, logging and checkpoint writing.
+`epoch_start_s` is the callbacks' share of each epoch: the one-off work (a grow, its fits and
+BatchNorm recalibration, a dataset resize) apart from the steps.
 
 Determinism: at the start of epoch e every global RNG is reseeded from (seed, e), the same on
 every rank, so random decisions in callbacks and step contexts agree across DDP ranks; the
@@ -166,6 +168,7 @@ class Trainer:
             seed_everything(mix_seed(self.seed, self.epoch))   # the same on every rank
             for callback in self.on_epoch_start:
                 callback(self, self.epoch)
+            callbacks = self._now() - start
             loss, low, lr = self._train_epoch()
             self.wall += self._now() - start
             acc = self.evaluate() if self.val_loader is not None else None
@@ -173,7 +176,8 @@ class Trainer:
             record = {"epoch": self.epoch, "wall": round(self.wall, 4), "train_loss": loss,
                       "val_acc": acc, "lr": lr, "size": self.size, "eval_size": self.eval_size or self.size,
                       "mode": "full" if low == 0 else "low" if low == 1 else "mixed",
-                      "low_fraction": low, "form": self.form, "step": self.step}
+                      "low_fraction": low, "form": self.form, "step": self.step,
+                      "epoch_start_s": round(callbacks, 4)}
             if self.step_losses:   # the first and last iterations' losses: what a grow's loss jump is read from
                 record.update(loss_head=self._steps[:self.step_losses], loss_tail=self._steps[-self.step_losses:])
             self.history.append(record)
