@@ -14,7 +14,7 @@ Pure functions, no torch: `bench.time_to_accuracy` trains, this module reads the
 
 Example:
     >>> base = [(10.0, 0.80), (20.0, 0.90), (40.0, 0.92)]
-    >>> frontier_time(base, 0.85), frontier_acc(base, 30.0)
+    >>> round(frontier_time(base, 0.85), 9), round(frontier_acc(base, 30.0), 9)
     (15.0, 0.91)
 """
 
@@ -25,8 +25,8 @@ import json
 import statistics
 from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["envelope", "frontier_time", "frontier_acc", "read_frontier", "point_summary", "method_point",
-           "run_key"]
+__all__ = ["envelope", "frontier_time", "frontier_acc", "read_frontier", "full_step_equivalents", "point_summary",
+           "method_point", "seed_savings", "verdict", "run_key"]
 
 Point = tuple[float, float]   # (seconds, accuracy)
 
@@ -69,7 +69,7 @@ def frontier_time(points: Iterable[Point], acc: float) -> float | None:
     """Seconds the baseline frontier needs to reach `acc` (monotone interpolation), None outside it.
 
     Example:
-        >>> frontier_time([(10.0, 0.80), (20.0, 0.90)], 0.85)
+        >>> round(frontier_time([(10.0, 0.80), (20.0, 0.90)], 0.85), 9)
         15.0
     """
     return read_frontier(points, acc)[0]
@@ -79,7 +79,7 @@ def frontier_acc(points: Iterable[Point], t: float) -> float | None:
     """The frontier's accuracy at `t` seconds (linear between envelope points), None outside its time range.
 
     Example:
-        >>> frontier_acc([(10.0, 0.80), (20.0, 0.90)], 12.5)
+        >>> round(frontier_acc([(10.0, 0.80), (20.0, 0.90)], 12.5), 9)
         0.825
     """
     env = envelope(points)
@@ -91,27 +91,59 @@ def frontier_acc(points: Iterable[Point], t: float) -> float | None:
     return env[0][1]
 
 
+def full_step_equivalents(steps: Mapping[str, float], ratios: Mapping[str, float], one_off_s: float,
+                          train_s: float) -> float:
+    """A run's cost in full-step equivalents: what its training cost, whatever the machine's load.
+
+    Each kind of step counts its cost relative to a full step (`ratios`, measured interleaved in
+    one sitting). One-off work (a grow, its least-squares fit and BatchNorm recalibration, a
+    dataset resize: `one_off_s`) is converted at the run's own seconds per full-step equivalent,
+    (train_s − one_off_s) / Σ steps × ratio: both ran under the same load, so the conversion
+    holds on a machine shared with other work too. Times the full step's seconds measured in a
+    sitting, this is the run's cost on that sitting's time axis.
+
+    Raises:
+        KeyError: a kind of step that `ratios` does not have.
+
+    Example:
+        >>> full_step_equivalents({"full": 100, "small": 200}, {"full": 1.0, "small": 0.25},
+        ...                       one_off_s=3.0, train_s=33.0)   # 150 step equivalents at 0.2 s, 3 s = 15 more
+        165.0
+    """
+    missing = sorted(set(steps) - set(ratios))
+    if missing:
+        raise KeyError(f"no step cost for {', '.join(missing)}: measure those kinds in the step table")
+    equivalents = sum(n * ratios[k] for k, n in steps.items())
+    if not one_off_s:
+        return equivalents
+    return equivalents * train_s / (train_s - one_off_s)
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
 
 
 def point_summary(epochs: int, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One frontier point from its runs (one per seed): accuracy mean ± std, mean times.
+    """One frontier point from its runs (one per seed): accuracy mean ± std, mean cost and times.
 
-    `acc_std` is the sample standard deviation (None with one seed).
+    `acc_std` is the sample standard deviation (None with one seed). `cost` is a run's cost in
+    seconds of a full step (`full_step_equivalents` × the sitting's full step), `train_s` its
+    training wall time; `per_seed` keeps each seed's (accuracy, cost) for the verdict.
 
     Example:
-        >>> point_summary(4, [{"seed": 0, "acc": 0.9, "train_s": 10.0, "eval_s": 1.0, "cost_s": 9.0},
-        ...                   {"seed": 1, "acc": 0.8, "train_s": 12.0, "eval_s": 1.0, "cost_s": 9.0}])["acc_mean"]
+        >>> point_summary(4, [{"seed": 0, "acc": 0.9, "train_s": 10.0, "eval_s": 1.0, "cost": 9.0},
+        ...                   {"seed": 1, "acc": 0.8, "train_s": 12.0, "eval_s": 1.0, "cost": 9.0}])["acc_mean"]
         0.85
     """
     accs = [r["acc"] for r in runs]
+    costs = [r.get("cost") for r in runs]
     return {"epochs": epochs, "seeds": [r["seed"] for r in runs], "acc_mean": round(statistics.fmean(accs), 5),
             "acc_std": round(statistics.stdev(accs), 5) if len(accs) > 1 else None,
+            "cost_mean": _round(_mean(costs), 2) if None not in costs else None,
             "train_s_mean": round(_mean([r["train_s"] for r in runs]), 2),
             "eval_s_mean": round(_mean([r["eval_s"] for r in runs]), 2),
-            "cost_s_mean": _round(_mean([r.get("cost_s") for r in runs]), 2)}
+            "per_seed": [{"seed": r["seed"], "acc": r["acc"], "cost": r.get("cost")} for r in runs]}
 
 
 def _round(v: float | None, digits: int) -> float | None:
@@ -124,29 +156,67 @@ NOTES = {"above": "more accurate than the best baseline point: no saving is read
 
 
 def method_point(point: Mapping[str, Any], baseline: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """`point` with its reading against the `baseline` points: saving at equal accuracy, gain at equal time.
+    """`point` read against the `baseline` points: saving at equal accuracy, gain at equal cost, verdict.
 
-    Both with measured time (`train_s_mean`) and with cost-model time (`cost_s_mean`).
+    The saving and the gain are read on the cost axis (`cost_mean`); the same readings on
+    training wall time carry the suffix `_wall`. `verdict` weighs the seeds (`seed_savings`).
 
     Example:
-        >>> method_point({"acc_mean": 0.85, "train_s_mean": 12.0, "cost_s_mean": None},
-        ...              [{"acc_mean": 0.8, "train_s_mean": 10.0}, {"acc_mean": 0.9, "train_s_mean": 20.0}])
-        ...     ["saving_at_equal_acc"]
+        >>> method_point({"acc_mean": 0.85, "cost_mean": 12.0, "train_s_mean": 12.0},
+        ...              [{"acc_mean": 0.8, "cost_mean": 10.0, "train_s_mean": 10.0},
+        ...               {"acc_mean": 0.9, "cost_mean": 20.0, "train_s_mean": 20.0}])["saving_at_equal_acc"]
         0.2
     """
     out = dict(point)
-    for suffix, field in (("", "train_s_mean"), ("_cost_model", "cost_s_mean")):
+    for suffix, field in (("", "cost_mean"), ("_wall", "train_s_mean")):
         frontier = [(b[field], b["acc_mean"]) for b in baseline if b.get(field) is not None]
         t = point.get(field)
         t_base, side = read_frontier(frontier, point["acc_mean"]) if t is not None else (None, "empty")
         acc_then = frontier_acc(frontier, t) if t is not None else None
         out[f"saving_at_equal_acc{suffix}"] = _round(1 - t / t_base, 4) if t_base else None
-        out[f"acc_gain_at_equal_time{suffix}"] = _round(point["acc_mean"] - acc_then, 5) if acc_then is not None \
+        out[f"acc_gain_at_equal_cost{suffix}"] = _round(point["acc_mean"] - acc_then, 5) if acc_then is not None \
             else None
         if not suffix:
             out["above_frontier"] = side == "above"
             out["saving_note"] = NOTES.get(side)
+            out["saving_by_seed"] = seed_savings(point.get("per_seed", []), frontier)
+            out["verdict"] = verdict(out)
     return out
+
+
+def seed_savings(per_seed: Sequence[Mapping[str, Any]], frontier: Sequence[Point]) -> list[float | None]:
+    """Each seed's own saving at its own accuracy against the baseline frontier (None outside it).
+
+    Example:
+        >>> seed_savings([{"acc": 0.85, "cost": 12.0}, {"acc": 0.95, "cost": 12.0}], [(10.0, 0.8), (20.0, 0.9)])
+        [0.2, None]
+    """
+    out: list[float | None] = []
+    for r in per_seed:
+        t_base = read_frontier(frontier, r["acc"])[0] if r.get("cost") is not None else None
+        out.append(_round(1 - r["cost"] / t_base, 4) if t_base else None)
+    return out
+
+
+def verdict(point: Mapping[str, Any]) -> str:
+    """"wins", "loses", "within noise" (the seeds' savings straddle 0), "above the frontier" or "no reading".
+
+    A point more accurate than the best baseline point is "above the frontier": no saving is read
+    from it. Otherwise the seeds' savings decide: all above 0 wins, all below loses, a range that
+    includes 0 is within noise; with fewer than two seeds read, the mean saving's sign decides.
+
+    Example:
+        >>> verdict({"above_frontier": False, "saving_at_equal_acc": 0.1, "saving_by_seed": [0.15, -0.02]})
+        'within noise'
+    """
+    if point.get("above_frontier"):
+        return "above the frontier"
+    mean = point.get("saving_at_equal_acc")
+    seeds = [v for v in point.get("saving_by_seed", []) if v is not None]
+    if mean is None:
+        return "no reading"
+    low, high = (min(seeds), max(seeds)) if len(seeds) >= 2 else (mean, mean)
+    return "wins" if low > 0 else "loses" if high < 0 else "within noise"
 
 
 def run_key(config: Mapping[str, Any]) -> str:

@@ -233,11 +233,17 @@ def _saving(p: dict, suffix: str = "") -> str:
 
 def _frontier(e: dict) -> list[str]:
     d = e["data"]
-    base_head = ["epochs", "seeds", "accuracy", "train (s)", "eval (s)", "cost model (s)"]
-    base_rows = lambda pts: [[str(p["epochs"]), str(len(p["seeds"])), _acc(p), _x(p["train_s_mean"], ".0f"),  # noqa
-                              _x(p["eval_s_mean"], ".1f"), _x(p["cost_s_mean"], ".0f")] for p in pts]
-    out = [f"Accuracy against training time, mean ± std over seeds; methods read off their baseline's frontier "
-           f"(monotone interpolation, no extrapolation). Headline budget: {d['headline_epochs']} epochs."
+    net = d.get("network", {})
+    base_head = ["epochs", "seeds", "accuracy", "cost (s)", "train (s)", "eval (s)"]
+    base_rows = lambda pts: [[str(p["epochs"]), str(len(p["seeds"])), _acc(p), _x(p.get("cost_mean"), ".0f"),  # noqa
+                              _x(p["train_s_mean"], ".0f"), _x(p["eval_s_mean"], ".1f")] for p in pts]
+    out = [(f"FashionResNet-18 at width {net['width']}, batch {net['batch_size']} ({net['description']}). "
+            if net.get("description") else "")
+           + "Accuracy against cost, mean ± std over seeds. Cost: each run's steps × their cost relative to a full "
+           "step, plus its one-off work (grows, fits, recalibration, resizes), in seconds of a full step measured in "
+           "the newest sitting; train: training wall time. Methods are read off their baseline's frontier (monotone "
+           "interpolation, no extrapolation); the verdict weighs each seed's saving. Headline budget: "
+           f"{d['headline_epochs']} epochs."
            + (" Smoke run (`--quick`, fixture data): not a measurement." if d.get("quick") else "")
            + ("" if d.get("complete", True) else f" Incomplete: {len(d.get('missing', []))} runs still to train."), ""]
     for title, key, methods in (("FashionResNet-18 baseline", "baseline", [m for m in d["methods"] if m != "coarse_to_fine"]),
@@ -245,15 +251,17 @@ def _frontier(e: dict) -> list[str]:
         if not d.get(key):
             continue
         out += [f"{title}:", "", *_table(base_head, base_rows(d[key])), ""]
-        rows = [[f"`{m}`", str(p["epochs"]), str(len(p["seeds"])), _acc(p), _x(p["train_s_mean"], ".0f"),
-                 _saving(p), _pct(p.get("acc_gain_at_equal_time"), "+.2%"), _saving(p, "_cost_model")]
+        rows = [[f"`{m}`", str(p["epochs"]), str(len(p["seeds"])), _acc(p), _x(p.get("cost_mean"), ".0f"),
+                 _x(p["train_s_mean"], ".0f"), _saving(p), _saving(p, "_wall"),
+                 _pct(p.get("acc_gain_at_equal_cost"), "+.2%"), p.get("verdict", "—")]
                 for m in methods for p in d["methods"][m]]
         if rows:
-            out += [*_table(["method", "epochs", "seeds", "accuracy", "train (s)", "saving at equal acc",
-                             "acc gain at equal time", "saving (cost model)"], rows), ""]
-    if d.get("step_times_s"):
-        out += ["Step times measured interleaved at the start of the sitting (the cost model): "
-                + ", ".join(f"{k} {_x(1000 * v, '.1f')} ms" for k, v in d["step_times_s"].items()) + ".", ""]
+            out += [*_table(["method", "epochs", "seeds", "accuracy", "cost (s)", "train (s)", "saving at equal acc",
+                             "saving (wall time)", "acc gain at equal cost", "verdict"], rows), ""]
+    table = d.get("step_table", {})
+    if table.get("relative"):
+        out += [f"Step cost relative to a full step ({_x(1000 * table['full_step_s'], '.1f')} ms), measured interleaved: "
+                + ", ".join(f"{k} {_x(v, '.2f')}" for k, v in table["relative"].items()) + ".", ""]
     return [*out, *_goals(e, lambda _, v: "not read" if v is None else _pct(v, "+.1%") if isinstance(v, float)
                           else str(v))]
 
@@ -487,10 +495,11 @@ def _headline_rows(name: str, tag: str, e: dict) -> list[list[str]]:
                  f"{_pct(methods[s['calibrated_default']]['retention'], '.1%')} with `--calibrate`, "
                  f"{_pct(methods[s['default_method']]['retention'], '.1%')} without", src]]
     if e["script"] == "time_to_accuracy" and not tag and "methods" in d:
-        kr = next(p for p in d["methods"]["kernel_rescaling"] if p["epochs"] == d["headline_epochs"])
-        return [[f"Time to accuracy, kernel rescaling, {kr['epochs']} epochs, {len(kr['seeds'])} seeds",
-                 f"{_acc(kr)} in {_x(kr['train_s_mean'], '.0f')} s: {_saving(kr)} of the baseline's time at equal "
-                 "accuracy", src]]
+        width = d.get("network", {}).get("width")
+        return [[f"Time to accuracy, {m.replace('_', ' ')}, {p['epochs']} epochs, {len(p['seeds'])} seeds"
+                 + (f", width {width}" if width else ""),
+                 f"{_acc(p)}, saving {_saving(p)} of the baseline's cost at equal accuracy: {p.get('verdict', '—')}", src]
+                for m, pts in d["methods"].items() for p in pts if p["epochs"] == d["headline_epochs"]]
     if e["script"] == "time_to_accuracy" and not tag:
         runs = {r["method"]: r for r in d["comparison"]}
         kr, base = runs["kernel_rescaling"], runs["baseline"]

@@ -64,13 +64,16 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.common import RESULTS, ROOT, Run, goal, load_average, write_results  # noqa: E402
-from bench.frontier import method_point, point_summary, run_key  # noqa: E402
+from bench.frontier import full_step_equivalents, method_point, point_summary, run_key  # noqa: E402
 from modelsurgery.errors import SurgeryError  # noqa: E402
 
 CACHE_VERSION = 1
 METHODS = ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing",
            "coarse_to_fine")
 GOALS = {"kernel_rescaling": 0.20, "low_mode": 0.15}   # saving at equal accuracy, headline budget
+NETWORKS = {8: "overhead-bound network: at width 8 norms, activations and memory traffic set the step's floor, "
+               "so smaller kernels save little beyond smaller images",
+            16: "conv-bound network: the cheapest width at which smaller kernels save beyond smaller images"}
 # Step cost relative to a full 28 px step of FashionResNet-18 at width 16, 2-core AMD EPYC (measured
 # interleaved): what --estimate assumes; a run measures its own table. Sizes not listed scale with the pixels.
 RATIOS = {"target 28px": 1.0, "target 24px": 0.75, "target 20px": 0.52, "target 16px": 0.36,
@@ -436,21 +439,34 @@ def step_table(s: Settings, kinds: set[str], data) -> dict[str, float]:
     return {k: round(median(v), 5) for k, v in times.items()}
 
 
-def cost_s(result: dict, table: dict[str, float]) -> float | None:
-    """A run's cost-model time: its iterations per kind × the table's step time (None if a kind is missing)."""
-    if not all(k in table for k in result["steps"]):
+FULL_STEP = {"resnet": "target 28px", "c2f": "c2f 32px"}   # each family's full step: its cost axis's unit
+
+
+def run_cost(result: dict, family: str, table: dict[str, float]) -> float | None:
+    """A run's cost in seconds of this sitting's full step (`bench.frontier.full_step_equivalents`).
+
+    None for a run that did not record its one-off work (cached before it was), or whose kinds of
+    step the table lacks.
+    """
+    full = table.get(FULL_STEP[family])
+    if not full or result.get("one_off_s") is None:
         return None
-    return round(sum(n * table[k] for k, n in result["steps"].items()), 2)
+    try:
+        steps = full_step_equivalents(result["steps"], {k: v / full for k, v in table.items()}, result["one_off_s"],
+                                      result["train_s"])
+    except KeyError:
+        return None
+    return round(steps * full, 2)
 
 
 # ---- summary, plot, estimate ----------------------------------------------------------------------
 
 def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: dict) -> tuple[dict, list]:
-    """The results file's data (frontier points, readings, goals' inputs) from the runs finished so far."""
+    """The results file's data (frontier points, readings, verdicts, goals) from the runs finished so far."""
     def points(family: str, method: str) -> list[dict]:
         out = []
         for b in sorted({sp.epochs for sp in plan if (sp.family, sp.method) == (family, method)}):
-            done = [dict(results[sp], seed=sp.seed, cost_s=cost_s(results[sp], table)) for sp in plan
+            done = [dict(results[sp], seed=sp.seed, cost=run_cost(results[sp], family, table)) for sp in plan
                     if (sp.family, sp.method, sp.epochs) == (family, method, b) and sp in results]
             if done:
                 out.append(point_summary(b, done))
@@ -461,6 +477,27 @@ def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: d
     for m in s.methods:
         base = c2f_baseline if m == "coarse_to_fine" else baseline
         methods[m] = [method_point(p, base) for p in points("c2f" if m == "coarse_to_fine" else "resnet", m)]
+    runs = {results[sp]["key"]: {"name": sp.name, "acc": results[sp]["acc"], "train_s": results[sp]["train_s"],
+                                 "eval_s": results[sp]["eval_s"], "one_off_s": results[sp].get("one_off_s"),
+                                 "cost": run_cost(results[sp], sp.family, table),
+                                 "branched_at": results[sp]["branched_at"], "loss_jump": results[sp]["loss_jump"]}
+            for sp in plan if sp in results}
+    full = table.get(FULL_STEP["resnet"])
+    data = {"network": {"model": "fashion-resnet18", "width": s.width, "batch_size": s.batch_size,
+                        "description": NETWORKS.get(s.width, "")},
+            "baseline": baseline, "methods": methods, "c2f_baseline": c2f_baseline, "headline_epochs": s.headline,
+            "step_table": {"seconds": table, "relative": {k: round(v / full, 4) for k, v in table.items()} if full
+                           else {}, "full_step_s": full},
+            "axis": "cost: each run's steps × their cost relative to a full step, plus its one-off work, in seconds "
+                    "of a full step measured in this sitting; train_s: training wall time",
+            "runs": runs, "run_keys": sorted(runs),
+            "missing": [sp.name for sp in plan if sp not in results], "complete": len(results) == len(plan),
+            "quick": s.quick}
+    return data, goals_of(s, methods)
+
+
+def goals_of(s: Settings, methods: dict[str, list[dict]]) -> list[dict]:
+    """The issue's goals at the headline budget, on the cost axis."""
     head = lambda m: next((p for p in methods.get(m, []) if p["epochs"] == s.headline), {})   # noqa: E731
     goals = [goal(f"{m}_saves_at_least_{round(t * 100)}pct_at_equal_acc", head(m).get("saving_at_equal_acc"), t,
                   (head(m).get("saving_at_equal_acc") or -1) >= t) for m, t in GOALS.items() if m in methods]
@@ -470,38 +507,33 @@ def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: d
         goals.append(goal("kernel_rescaling+progressive_resizing_saves_more_than_progressive_resizing",
                           {"combined": both, "alone": alone}, "combined > alone",
                           both is not None and alone is not None and both > alone))
-    runs = {results[sp]["key"]: {"name": sp.name, "acc": results[sp]["acc"], "train_s": results[sp]["train_s"],
-                                 "eval_s": results[sp]["eval_s"], "cost_s": cost_s(results[sp], table),
-                                 "branched_at": results[sp]["branched_at"], "loss_jump": results[sp]["loss_jump"]}
-            for sp in plan if sp in results}
-    data = {"baseline": baseline, "methods": methods, "c2f_baseline": c2f_baseline, "headline_epochs": s.headline,
-            "step_times_s": table, "runs": runs, "run_keys": sorted(runs),
-            "missing": [sp.name for sp in plan if sp not in results], "complete": len(results) == len(plan),
-            "quick": s.quick}
-    return data, goals
+    return goals
 
 
 def plot(path: Path, data: dict) -> None:
-    """Accuracy against training time: the baseline frontier as a line, each method its own, ± std bars."""
+    """Accuracy against cost: the baseline frontier as a line with ± std bars, each method its own line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("FashionResNet-18", data["baseline"], {m: p for m, p in data["methods"].items() if m != "coarse_to_fine"}),
+    width = data.get("network", {}).get("width")
+    panels = [(f"FashionResNet-18, width {width}", data["baseline"],
+               {m: p for m, p in data["methods"].items() if m != "coarse_to_fine"}),
               ("C2FNet", data["c2f_baseline"], {m: p for m, p in data["methods"].items() if m == "coarse_to_fine"})]
     panels = [p for p in panels if p[1] or p[2]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
     for ax, (title, base, methods) in zip(axes[0], panels):
         for name, pts, style in [("baseline", base, dict(color="k", lw=2))] + [(m, p, {}) for m, p in methods.items()]:
+            pts = [p for p in pts if p.get("cost_mean") is not None]
             if pts:
-                ax.errorbar([p["train_s_mean"] for p in pts], [100 * p["acc_mean"] for p in pts],
+                ax.errorbar([p["cost_mean"] for p in pts], [100 * p["acc_mean"] for p in pts],
                             yerr=[100 * (p["acc_std"] or 0) for p in pts], marker="o", capsize=3, label=name, **style)
                 for p in pts:
-                    ax.annotate(f"{p['epochs']}", (p["train_s_mean"], 100 * p["acc_mean"]), fontsize=7,
+                    ax.annotate(f"{p['epochs']}", (p["cost_mean"], 100 * p["acc_mean"]), fontsize=7,
                                 textcoords="offset points", xytext=(3, -9))
-        ax.set(title=f"{title}: accuracy against training time (labels: epochs)", xlabel="training wall time (s)",
-               ylabel="test accuracy (%)")
+        ax.set(title=f"{title}: accuracy against cost (labels: epochs)",
+               xlabel="cost (s of full steps, measured in one sitting)", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -537,7 +569,7 @@ def estimate(s: Settings, plan: list[Spec]) -> tuple[list[tuple[str, float]], fl
 
 # ---- the command line -----------------------------------------------------------------------------
 
-def parse(argv=None) -> tuple[Settings, bool]:
+def parse(argv=None) -> tuple[Settings, bool, bool]:
     ints = lambda text: tuple(int(v) for v in text.split(",") if v.strip())   # noqa: E731
     ap = argparse.ArgumentParser(prog="python -m bench.time_to_accuracy", description=__doc__.split("\n\n")[0])
     d = Settings()
@@ -556,16 +588,18 @@ def parse(argv=None) -> tuple[Settings, bool]:
     ap.add_argument("--work", default=None, help="folder for checkpoints of runs in progress")
     ap.add_argument("--quick", action="store_true", help="smoke run: fixture data, tiny budgets, 3 batches per epoch")
     ap.add_argument("--estimate", action="store_true", help="print the run list and the estimated time; train nothing")
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: summarise the cached runs (on the newest step table they carry) and plot")
     args = vars(ap.parse_args(argv))
-    dry = args.pop("estimate")
+    dry, report = args.pop("estimate"), args.pop("report")
     given = {k: v for k, v in args.items() if v is not None and v != getattr(d, k, None)}
     s = Settings(**{**(QUICK if args["quick"] else {}), **given})
-    return s, dry
+    return s, dry, report
 
 
 def main(argv=None) -> dict | None:
     try:
-        s, dry = parse(argv)
+        s, dry, report = parse(argv)
         validate(s)
         plan = plan_runs(s)
         rows, total = estimate(s, plan)
@@ -574,63 +608,95 @@ def main(argv=None) -> dict | None:
                 print(f"  {name:48s} {sec:7.0f} s")
             print(f"{len(plan)} runs, estimated {total:.0f} s ({total / 3600:.2f} h) at {s.epoch_s:g} s per full epoch")
             return None
-        return frontier(s, plan)
+        return frontier(s, plan, report)
     except SurgeryError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
-def frontier(s: Settings, plan: list[Spec]) -> dict:
-    """Train what is not cached yet, rewriting the summary after every run; returns the summary."""
+def frontier(s: Settings, plan: list[Spec], report: bool = False) -> dict:
+    """Train what is not cached yet, rewriting the summary after every run; returns the summary.
+
+    With `report`, train nothing: summarise the cached runs on the newest step table they carry.
+    """
     import torch
 
     threads = torch.get_num_threads()
     if s.threads:
         torch.set_num_threads(s.threads)   # 1 where other processes share the cores: OpenMP threads then spin
     try:
-        return _frontier(s, plan)
+        return _frontier(s, plan, report)
     finally:
         torch.set_num_threads(threads)
 
 
-def _frontier(s: Settings, plan: list[Spec]) -> dict:
+def cached_runs(s: Settings, plan: list[Spec], env: dict) -> dict[Spec, dict]:
+    """The plan's runs already in the cache, by spec."""
+    paths = {sp: Path(s.cache) / f"{run_key(run_config(s, sp, env))}.json" for sp in plan}
+    return {sp: json.loads(path.read_text()) for sp, path in paths.items() if path.is_file()}
+
+
+def newest_table(results: dict[Spec, dict]) -> dict[str, float]:
+    """The step table of the most recent sitting among `results` (for a report that trains nothing)."""
+    tables = sorted((r["finished"], r["step_table"]) for r in results.values() if r.get("step_table"))
+    if not tables:
+        raise FrontierError(f"no cached run of this plan carries a step table ({len(results)} cached). Hint: run "
+                            "without --report to train and measure one")
+    return tables[-1][1]
+
+
+def _frontier(s: Settings, plan: list[Spec], report: bool) -> dict:
     from modelsurgery.train import load_dataset, make_loaders
 
     run = Run("time_to_accuracy", s)
-    data = load_dataset(s.data, size=28)
-    train, val = make_loaders(data, batch_size=s.batch_size, seed=0, max_batches=s.max_batches)
-    ctx = {"data": data, "train": train, "val": val, "environment": environment(s)}
-    cache = Path(s.cache)
-    kinds = {k for sp in plan for k, _ in epoch_kinds(s, sp)} | ({"low 28px"} if "low_mode" in s.methods else set())
-    print(f"step times ({len(kinds)} kinds, interleaved) ...", flush=True)
-    table = ctx["table"] = step_table(s, kinds, data)
-    print("  " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in table.items()), flush=True)
-    results, out = {}, Path(s.out)
+    env = environment(s)
+    results, out = cached_runs(s, plan, env), Path(s.out)
+    if report:
+        table = newest_table(results)
+    else:
+        data = load_dataset(s.data, size=28)
+        train, val = make_loaders(data, batch_size=s.batch_size, seed=0, max_batches=s.max_batches)
+        ctx = {"data": data, "train": train, "val": val, "environment": env}
+        kinds = {k for sp in plan for k, _ in epoch_kinds(s, sp)} | ({"low 28px"} if "low_mode" in s.methods else set())
+        print(f"step times ({len(kinds)} kinds, interleaved) ...", flush=True)
+        table = ctx["table"] = step_table(s, kinds, data)
+        print("  " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in table.items()), flush=True)
 
     def write() -> dict:
         summary, goals = summarise(s, plan, results, table)
         return run.finish(out, summary, goals)
 
     for i, sp in enumerate(plan):
-        path = cache / f"{run_key(run_config(s, sp, ctx['environment']))}.json"
-        if path.is_file():
-            results[sp] = json.loads(path.read_text())
+        if sp in results or report:
             continue
         print(f"[{i + 1}/{len(plan)}] {sp.name} (load {load_average()})", flush=True)
         ctx["train"].seed = sp.seed   # each seed its own data order
         results[sp] = train_one(s, sp, ctx)
-        write_results(path, results[sp])
+        write_results(Path(s.cache) / f"{results[sp]['key']}.json", results[sp])
         r = results[sp]
         print(f"    acc {r['acc']:.4f}  train {r['train_s']:.1f} s  eval {r['eval_s']:.1f} s", flush=True)
         write()
     final = write()
     plot(out.with_suffix(".png"), final["data"])
-    for m, pts in final["data"]["methods"].items():
-        for p in pts:
-            print(f"{m:40s} {p['epochs']:2d} ep  acc {p['acc_mean']:.4f}  {p['train_s_mean']:7.1f} s  "
-                  f"saving {p['saving_at_equal_acc']}  {p['saving_note'] or ''}")
+    print(reading(final["data"]))
     print(f"goals: {[(g['name'], g['value'], g['met']) for g in final['goals']]}\nresults in {out}")
     return final
+
+
+def reading(data: dict) -> str:
+    """The frontier as text: the baseline's points, then each method's reading and verdict."""
+    pct = lambda v: "—" if v is None else f"{100 * v:+.1f} %"   # noqa: E731
+    acc = lambda p: f"{100 * p['acc_mean']:.2f}" + ("" if p["acc_std"] is None else  # noqa: E731
+                                                     f" ± {100 * p['acc_std']:.2f}") + " %"
+    cost = lambda p: "—" if p["cost_mean"] is None else f"{p['cost_mean']:.1f}s"   # noqa: E731
+    lines = [f"{'':40s} {'ep':>3s} {'accuracy':>16s} {'cost':>7s} {'wall':>7s} {'saving':>8s}  verdict"]
+    for p in data["baseline"]:
+        lines.append(f"{'baseline':40s} {p['epochs']:3d} {acc(p):>16s} {cost(p):>7s} {p['train_s_mean']:6.1f}s")
+    for m, pts in data["methods"].items():
+        for p in pts:
+            lines.append(f"{m:40s} {p['epochs']:3d} {acc(p):>16s} {cost(p):>7s} {p['train_s_mean']:6.1f}s "
+                         f"{pct(p['saving_at_equal_acc']):>8s}  {p['verdict']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def _frontier_envelope() -> dict:
     from bench.frontier import method_point, point_summary
 
     def point(epochs, accs, t):
-        return point_summary(epochs, [{"seed": k, "acc": a, "train_s": t + 1.5 * k, "eval_s": 2.25, "cost_s": 0.9 * t}
+        return point_summary(epochs, [{"seed": k, "acc": a, "train_s": t + 1.5 * k, "eval_s": 2.25, "cost": 0.9 * t}
                                       for k, a in enumerate(accs)])
 
     base = [point(1, [0.871, 0.874], 71.5), point(2, [0.893, 0.897], 142.5), point(4, [0.912, 0.915, 0.913], 283.5),
@@ -147,7 +147,10 @@ def _frontier_envelope() -> dict:
                "low_mode": [method_point(point(2, [0.861, 0.866], 110.5), base),
                             method_point(point(4, [0.925, 0.927, 0.926], 203.5), base)]}
     data = {"baseline": base, "methods": methods, "c2f_baseline": [], "headline_epochs": 4,
-            "step_times_s": {"target 28px": 0.2375, "pretrain 19px": 0.1075}, "complete": True, "quick": False}
+            "step_table": {"seconds": {"target 28px": 0.2375, "pretrain 19px": 0.1075}, "full_step_s": 0.2375,
+                           "relative": {"target 28px": 1.0, "pretrain 19px": 0.4526}},
+            "network": {"model": "fashion-resnet18", "width": 16, "batch_size": 256, "description": "conv-bound"},
+            "complete": True, "quick": False}
     goals = [goal("kernel_rescaling_saves_at_least_20pct_at_equal_acc", methods["kernel_rescaling"][1][
         "saving_at_equal_acc"], 0.2, False)]
     return {"script": "time_to_accuracy", "machine": {"processor": "AMD EPYC", "runtime_s": 5000.5,
@@ -162,7 +165,7 @@ def test_frontier_layout_renders_every_point_and_its_reading(tmp_path):
     assert used == ["time_to_accuracy.json"]
     assert "| `kernel_rescaling` | 4 | 3 | 90.70% ± 0.20% |" in text
     assert "above the frontier" in text                        # low mode at 4 epochs beats the best baseline point
-    assert "| 6 | 2 | 92.20% ± 0.14% | 426 |" in text
+    assert "| 6 | 2 | 92.20% ± 0.14% | 383 | 426 |" in text   # cost 0.9 × 425.5, then the wall time
     row = tables.headline(tmp_path).splitlines()[2]
     assert "kernel rescaling, 4 epochs, 3 seeds" in row and "`bench/results/time_to_accuracy.json`" in row
     (tmp_path / "time_to_accuracy.json").write_text(json.dumps(bump(_frontier_envelope())))

@@ -88,7 +88,8 @@ def test_two_gloo_ranks_hold_identical_weights(tmp_path):
 
     assert all(s["world"] == 2 and s["ddp"] == "DistributedDataParallel" for s in summaries)
     assert set(summaries[0]["shard"]).isdisjoint(summaries[1]["shard"])   # each rank its own data
-    histories = [[{k: v for k, v in r.items() if k != "wall"} for r in s["history"]] for s in summaries]
+    histories = [[{k: v for k, v in r.items() if k not in ("wall", "epoch_start_s")} for r in s["history"]]
+                 for s in summaries]   # times differ per rank
     assert histories[0] == histories[1]   # all-reduced losses and accuracies; the same coin flips
     assert summaries[0]["accuracy"] == summaries[1]["accuracy"] > 0.1
 

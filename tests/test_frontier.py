@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from bench import time_to_accuracy as tta
-from bench.frontier import envelope, frontier_acc, frontier_time, method_point, point_summary, read_frontier, run_key
+from bench.frontier import (envelope, frontier_acc, frontier_time, full_step_equivalents, method_point, point_summary,
+                            read_frontier, run_key, seed_savings, verdict)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = [(10.0, 0.80), (20.0, 0.90), (15.0, 0.78), (40.0, 0.92)]   # (s, acc); 15 s is below the envelope
@@ -51,38 +52,88 @@ def test_frontier_acc_at_equal_time():
 
 
 def _points(pairs):
-    return [{"acc_mean": a, "train_s_mean": t, "cost_s_mean": None} for t, a in pairs]
+    """Baseline points with the same cost and wall time."""
+    return [{"acc_mean": a, "cost_mean": t, "train_s_mean": t} for t, a in pairs]
 
 
 def test_method_point_saving_and_gain_by_hand():
-    """Acc 0.85 in 12 s: the baseline needs 15 s (saving 1 − 12/15 = 0.2) and has 0.82 at 12 s (gain +0.03)."""
-    p = method_point({"acc_mean": 0.85, "train_s_mean": 12.0, "cost_s_mean": None}, _points(BASE))
+    """Acc 0.85 at cost 12 s: the baseline needs 15 s (saving 1 − 12/15 = 0.2) and has 0.82 at 12 s (gain +0.03).
+
+    Its wall time, 18 s, reads as 1 − 18/15 = −0.2 on the wall-time axis.
+    """
+    p = method_point({"acc_mean": 0.85, "cost_mean": 12.0, "train_s_mean": 18.0}, _points(BASE))
     assert p["saving_at_equal_acc"] == pytest.approx(0.2, abs=1e-4) and p["above_frontier"] is False
-    assert p["acc_gain_at_equal_time"] == pytest.approx(0.03, abs=1e-5) and p["saving_note"] is None
-    assert p["saving_at_equal_acc_cost_model"] is None
+    assert p["acc_gain_at_equal_cost"] == pytest.approx(0.03, abs=1e-5) and p["saving_note"] is None
+    assert p["saving_at_equal_acc_wall"] == pytest.approx(-0.2, abs=1e-4)
+    assert p["verdict"] == "wins"
 
 
 def test_method_point_above_the_frontier_has_no_saving():
-    p = method_point({"acc_mean": 0.95, "train_s_mean": 12.0, "cost_s_mean": None}, _points(BASE))
+    p = method_point({"acc_mean": 0.95, "cost_mean": 12.0, "train_s_mean": 12.0}, _points(BASE))
     assert p["saving_at_equal_acc"] is None and p["above_frontier"] is True
     assert "more accurate than the best baseline point" in p["saving_note"]
-    assert p["acc_gain_at_equal_time"] == pytest.approx(0.95 - 0.82, abs=1e-5)
+    assert p["acc_gain_at_equal_cost"] == pytest.approx(0.95 - 0.82, abs=1e-5)
+    assert p["verdict"] == "above the frontier"
 
 
 def test_method_point_below_the_frontier_says_why():
-    p = method_point({"acc_mean": 0.5, "train_s_mean": 50.0, "cost_s_mean": None}, _points(BASE))
+    p = method_point({"acc_mean": 0.5, "cost_mean": 50.0, "train_s_mean": 50.0}, _points(BASE))
     assert p["saving_at_equal_acc"] is None and p["above_frontier"] is False
     assert "less accurate than the cheapest baseline point" in p["saving_note"]
-    assert p["acc_gain_at_equal_time"] is None   # 50 s is past the baseline's last point
+    assert p["acc_gain_at_equal_cost"] is None   # 50 s is past the baseline's last point
+    assert p["verdict"] == "no reading"
+
+
+def test_full_step_equivalents_by_hand():
+    """400 full steps, 600 pre-train steps at 0.4 and 300 low-mode steps at 0.2 make 400 + 240 + 60 = 700.
+
+    The run took 80 s, 10 s of them a grow: 70 s for 700 equivalents is 0.1 s each, so the grow
+    counts 100 more: 800. On a sitting whose full step takes 0.25 s, that is a cost of 200 s.
+    """
+    steps = {"target 28px": 400, "pretrain 19px": 600, "low 28px": 300}
+    ratios = {"target 28px": 1.0, "pretrain 19px": 0.4, "low 28px": 0.2, "target 20px": 0.5}
+    assert full_step_equivalents(steps, ratios, one_off_s=10.0, train_s=80.0) == pytest.approx(800.0, rel=1e-12)
+    assert full_step_equivalents(steps, ratios, one_off_s=0.0, train_s=80.0) == pytest.approx(700.0, rel=1e-12)
+    table = {k: 0.25 * v for k, v in ratios.items()}   # seconds: the full step takes 0.25 s in this sitting
+    result = {"steps": steps, "one_off_s": 10.0, "train_s": 80.0}
+    assert tta.run_cost(result, "resnet", table) == pytest.approx(200.0, abs=0.01)
+    # The same run on a machine twice as loaded (every time doubled) costs the same.
+    assert full_step_equivalents(steps, ratios, one_off_s=20.0, train_s=160.0) == pytest.approx(800.0, rel=1e-12)
+    with pytest.raises(KeyError, match="no step cost for target 24px"):
+        full_step_equivalents({"target 24px": 1}, ratios, 0.0, 1.0)
+    assert tta.run_cost({**result, "one_off_s": None}, "resnet", table) is None   # cached before one-offs were kept
+    assert tta.run_cost({**result, "steps": {"target 24px": 5}}, "resnet", table) is None
+
+
+def test_seed_savings_and_verdicts_by_hand():
+    """Against (10 s, 0.80), (20 s, 0.90): seed A 0.85 at 12 s saves 1 − 12/15 = 0.2; seed B 0.82 at 13 s 1 − 13/12 < 0."""
+    frontier = [(10.0, 0.80), (20.0, 0.90)]
+    savings = seed_savings([{"acc": 0.85, "cost": 12.0}, {"acc": 0.82, "cost": 13.0}], frontier)
+    assert savings == [pytest.approx(0.2, abs=1e-4), pytest.approx(1 - 13 / 12, abs=1e-4)]
+    assert verdict({"saving_at_equal_acc": 0.05, "saving_by_seed": savings}) == "within noise"
+    assert verdict({"saving_at_equal_acc": 0.15, "saving_by_seed": [0.1, 0.2]}) == "wins"
+    assert verdict({"saving_at_equal_acc": -0.15, "saving_by_seed": [-0.1, -0.2]}) == "loses"
+    assert verdict({"saving_at_equal_acc": 0.15, "saving_by_seed": [0.15, None]}) == "wins"   # one seed read: the mean
+    assert verdict({"above_frontier": True, "saving_at_equal_acc": None}) == "above the frontier"
 
 
 def test_point_summary_mean_and_sample_std():
-    runs = [{"seed": 0, "acc": 0.90, "train_s": 10.0, "eval_s": 1.0, "cost_s": 8.0},
-            {"seed": 1, "acc": 0.92, "train_s": 14.0, "eval_s": 2.0, "cost_s": None}]
+    runs = [{"seed": 0, "acc": 0.90, "train_s": 10.0, "eval_s": 1.0, "cost": 8.0},
+            {"seed": 1, "acc": 0.92, "train_s": 14.0, "eval_s": 2.0, "cost": 9.0}]
     p = point_summary(4, runs)
     assert p == {"epochs": 4, "seeds": [0, 1], "acc_mean": 0.91, "acc_std": pytest.approx(0.01414, abs=1e-5),
-                 "train_s_mean": 12.0, "eval_s_mean": 1.5, "cost_s_mean": 8.0}
+                 "cost_mean": 8.5, "train_s_mean": 12.0, "eval_s_mean": 1.5,
+                 "per_seed": [{"seed": 0, "acc": 0.90, "cost": 8.0}, {"seed": 1, "acc": 0.92, "cost": 9.0}]}
     assert point_summary(4, runs[:1])["acc_std"] is None
+    assert point_summary(4, [runs[0], {**runs[1], "cost": None}])["cost_mean"] is None   # no mean over part
+
+
+def test_frontier_module_examples_hold():
+    import doctest
+
+    import bench.frontier
+
+    assert doctest.testmod(bench.frontier).failed == 0
 
 
 def test_run_key_is_canonical_and_changes_with_any_setting():
@@ -97,20 +148,23 @@ def test_default_plan_has_the_seeds_budgets_and_families_asked_for():
     s = tta.Settings()
     plan = tta.plan_runs(s)
     seeds = lambda fam, m, b: sorted(p.seed for p in plan if (p.family, p.method, p.epochs) == (fam, m, b))  # noqa
-    assert s.headline == 4 and max(s.baseline) > s.headline and len(s.baseline) >= 4
-    assert seeds("resnet", "baseline", 4) == [0, 1, 2] and seeds("resnet", "baseline", 6) == [0, 1]
+    assert s.width == 16 and s.headline == 8 and max(s.baseline) > s.headline and len(s.baseline) >= 5
+    assert seeds("resnet", "baseline", 8) == [0, 1, 2] and seeds("resnet", "baseline", 12) == [0, 1]
     for m in ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing"):
-        assert seeds("resnet", m, 2) == [0, 1] and seeds("resnet", m, 4) == [0, 1, 2]
+        assert seeds("resnet", m, 4) == [0, 1] and seeds("resnet", m, 8) == [0, 1, 2]
     assert seeds("c2f", "coarse_to_fine", 2) == seeds("c2f", "baseline", 4) == [0, 1]
+    # Seed by seed: all of seed 0 (its baselines, then its methods) before anything of seed 1.
+    assert max(i for i, p in enumerate(plan) if p.seed == 0 and p.family == "resnet") < \
+        min(i for i, p in enumerate(plan) if p.seed == 1 and p.family == "resnet")
     rows, total = tta.estimate(s, plan)
-    assert total < 2 * 3600 and any("trunk" in name for name, _ in rows)
+    assert total < 6 * 3600 and any("trunk" in name for name, _ in rows)
 
 
 @pytest.mark.parametrize("argv, match", [
     (["--baseline", "4,2,6"], r"--baseline 4,2,6 must be ascending positive whole epochs"),
     (["--baseline", "0,2,6"], r"--baseline 0,2,6 must be ascending"),
     (["--budgets", ""], r"--budgets \(empty\) must be ascending"),
-    (["--baseline", "1,2,4"], r"the baseline's largest budget \(4\) must be above the methods' \(4\)"),
+    (["--baseline", "1,2,8"], r"the baseline's largest budget \(8\) must be above the methods' \(8\)"),
     (["--methods", "kernel_rescaling,magic"], r"unknown method\(s\) magic\. Hint: choose from kernel_rescaling"),
     (["--seeds", "1"], r"need at least 2 seeds per point"),
     (["--seeds", "0", "--quick"], r"need at least 1 seeds per point"),
@@ -140,7 +194,7 @@ def test_estimate_prints_the_run_list_and_trains_nothing(monkeypatch, capsys):
     monkeypatch.setattr(tta, "frontier", lambda *a: pytest.fail("--estimate trained"))
     assert tta.main(["--estimate"]) is None
     out = capsys.readouterr().out
-    assert "resnet/kernel_rescaling/4ep/seed2" in out and "37 runs, estimated" in out
+    assert "resnet/kernel_rescaling/8ep/seed2" in out and "39 runs, estimated" in out
 
 
 # ---- the cache -----------------------------------------------------------------------------------
@@ -152,8 +206,9 @@ def _fake_training(monkeypatch, calls: list):
         key = run_key(tta.run_config(s, spec, ctx["environment"]))
         acc = 0.5 + 0.05 * spec.epochs - (0.02 if spec.method != "baseline" else 0) + 0.001 * spec.seed
         return {"key": key, "name": spec.name, "acc": acc, "train_s": 10.0 * spec.epochs * (0.7 if spec.method !=
-                "baseline" else 1), "eval_s": 1.0, "steps": {"target 28px": 3 * spec.epochs}, "branched_at": None,
-                "loss_jump": None}
+                "baseline" else 1), "eval_s": 1.0, "steps": {"target 28px": 3 * spec.epochs}, "one_off_s": 0.0,
+                "step_table": ctx["table"], "branched_at": None, "loss_jump": None,
+                "finished": f"2026-12-05 00:00:{len(calls):02d}"}
 
     monkeypatch.setattr(tta, "train_one", train_one)
     monkeypatch.setattr(tta, "step_table", lambda s, kinds, data: {k: 0.1 for k in kinds})
@@ -200,6 +255,23 @@ def test_the_summary_is_written_after_every_run(tmp_path, monkeypatch):
     assert len(calls) == len(tta.plan_runs(tta.parse(argv)[0]))
 
 
+def test_report_trains_nothing_and_reads_the_newest_step_table(tmp_path, monkeypatch, capsys):
+    calls: list = []
+    _fake_training(monkeypatch, calls)
+    argv = ["--quick", "--methods", "low_mode", "--out", str(tmp_path / "tta.json"), "--cache",
+            str(tmp_path / "cache"), "--work", str(tmp_path / "work")]
+    with pytest.raises(SystemExit):
+        tta.main(argv + ["--report"])   # nothing cached yet
+    assert "no cached run of this plan carries a step table" in capsys.readouterr().err
+    tta.main(argv)
+    n = len(calls)
+    monkeypatch.setattr(tta, "step_table", lambda *a: pytest.fail("--report measured a step table"))
+    report = tta.main(argv + ["--report"])
+    assert len(calls) == n and report["data"]["complete"]
+    assert report["data"]["step_table"]["seconds"]["target 28px"] == 0.1
+    assert "verdict" in capsys.readouterr().out
+
+
 # ---- the whole smoke run -------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -218,9 +290,13 @@ def test_quick_frontier_runs_end_to_end(tmp_path):
     assert [p["epochs"] for p in data["baseline"]] == [1, 2, 4] and [p["epochs"] for p in data["c2f_baseline"]] == [2, 4]
     for points in data["methods"].values():
         for p in points:
-            assert {"epochs", "seeds", "acc_mean", "acc_std", "train_s_mean", "eval_s_mean", "cost_s_mean",
-                    "saving_at_equal_acc", "above_frontier", "acc_gain_at_equal_time"} <= set(p)
-            assert 0 <= p["acc_mean"] <= 1 and p["train_s_mean"] > 0 and p["cost_s_mean"] > 0
+            assert {"epochs", "seeds", "acc_mean", "acc_std", "train_s_mean", "eval_s_mean", "cost_mean",
+                    "saving_at_equal_acc", "above_frontier", "acc_gain_at_equal_cost", "verdict"} <= set(p)
+            assert 0 <= p["acc_mean"] <= 1 and p["train_s_mean"] > 0 and p["cost_mean"] > 0
+            assert p["verdict"] in ("wins", "loses", "within noise", "above the frontier", "no reading")
+    assert data["network"]["width"] == 4 and data["step_table"]["relative"]["target 28px"] == 1.0
+    assert all(r["one_off_s"] is not None for r in data["runs"].values())
+    assert any(r["one_off_s"] > 0 for r in data["runs"].values() if "/kernel_rescaling/" in r["name"])
     kr = [r for r in data["runs"].values() if r["name"].startswith("resnet/kernel_rescaling/")]
     assert kr and all(r["loss_jump"]["steps"] == 3 for r in kr)        # before/after means around the grow
     assert any(r["branched_at"] for r in data["runs"].values())          # the baseline branched off its trunk
