@@ -57,6 +57,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 # OpenMP threads that sleep at barriers instead of spinning: on a machine shared with other jobs a
@@ -71,6 +72,32 @@ CACHE_VERSION = 1
 METHODS = ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing",
            "coarse_to_fine")
 GOALS = {"kernel_rescaling": 0.20, "low_mode": 0.15}   # saving at equal accuracy, headline budget
+# Each method's best shot: variants at the ablation budget (`Settings.ablation_epochs`), each a function of
+# the budget b that overrides the method's default parameters. The defaults' own runs are the reference.
+ABLATIONS: dict[str, dict[str, Callable[[int], dict]]] = {
+    "kernel_rescaling": {
+        "switch at 1/3": lambda b: {"switch": max(1, round(b / 3))},
+        "switch at 2/3": lambda b: {"switch": min(b - 1, round(2 * b / 3))},
+        "pinv + BatchNorm only": lambda b: {"lstsq": 0},
+        "no re-warm-up": lambda b: {"rewarm": 0.0},
+        "re-warm-up 0.5 epoch": lambda b: {"rewarm": 0.5},
+    },
+    "kernel_rescaling+progressive_resizing": {
+        "start 8 px": lambda b: {"start": 8},
+        "start 16 px": lambda b: {"start": 16},
+    },
+    "progressive_resizing": {
+        "start 12 px": lambda b: {"start": 12},
+        "start 20 px": lambda b: {"start": 20},
+        "late ramp (from half the budget)": lambda b: {"ramp_start": b // 2},
+    },
+    "low_mode": {
+        "p_low 0.3": lambda b: {"p_low": [0.3 if e < b - full_tail(b) else 0.0 for e in range(b)]},
+        "p_low 0.7": lambda b: {"p_low": [0.7 if e < b - full_tail(b) else 0.0 for e in range(b)]},
+        "second convs only": lambda b: {"convs": "layer*.conv2"},
+    },
+}
+LOW_CONVS = {"low": None, "low-conv2": "layer*.conv2"}   # step kinds of low mode: which convs are pooled
 NETWORKS = {8: "overhead-bound network: at width 8 norms, activations and memory traffic set the step's floor, "
                "so smaller kernels save little beyond smaller images",
             16: "conv-bound network: the cheapest width at which smaller kernels save beyond smaller images"}
@@ -99,6 +126,8 @@ class Settings:
     methods: tuple[str, ...] = METHODS
     seeds: int = 2
     headline_seeds: int = 3
+    ablations: bool = True
+    ablation_epochs: int = 4
     switch_fraction: float = 0.5
     pr_start: int = 16
     krpr_start: int = 12
@@ -108,7 +137,7 @@ class Settings:
     device: str | None = None
     threads: int | None = None
     speed_steps: int = 6
-    epoch_s: float = 126.0
+    epoch_s: float = 90.0   # s per full epoch, width 16, 2-core AMD EPYC (353 ms a step, 235 steps, the loader)
     quick: bool = False
     out: str = str(RESULTS / "time_to_accuracy.json")
     cache: str = str(RESULTS / "time_to_accuracy_runs")
@@ -119,7 +148,7 @@ class Settings:
         return max(self.budgets)
 
 
-QUICK = dict(data="fixture", width=4, batch_size=64, max_batches=3, baseline=(1, 2, 4), budgets=(2, 3),
+QUICK = dict(data="fixture", width=4, batch_size=64, max_batches=3, baseline=(1, 2, 4), budgets=(2, 3), ablation_epochs=2,
              c2f_budgets=(2, 4), seeds=1, headline_seeds=1, c2f_widths=(4, 8, 16), speed_steps=1, threads=1,
              out=str(ROOT / "runs" / "time_to_accuracy-quick" / "time_to_accuracy.json"),
              cache=str(ROOT / "runs" / "time_to_accuracy-quick" / "cache"),
@@ -134,10 +163,12 @@ class Spec:
     method: str
     epochs: int
     seed: int
+    variant: str = ""   # an ablation's name (`ABLATIONS`); "" for the method's defaults
 
     @property
     def name(self) -> str:
-        return f"{self.family}/{self.method}/{self.epochs}ep/seed{self.seed}"
+        method = f"{self.method}[{self.variant}]" if self.variant else self.method
+        return f"{self.family}/{method}/{self.epochs}ep/seed{self.seed}"
 
 
 # ---- the plan -------------------------------------------------------------------------------------
@@ -163,6 +194,10 @@ def validate(s: Settings) -> None:
     if unknown or not s.methods:
         raise FrontierError(f"unknown method(s) {', '.join(unknown) or '(none given)'}. Hint: choose from "
                             f"{', '.join(METHODS)}")
+    if s.ablations and s.ablation_epochs not in s.budgets:
+        raise FrontierError(f"--ablation-epochs {s.ablation_epochs} must be one of --budgets "
+                            f"{','.join(map(str, s.budgets))}, so that each variant meets its method's defaults. "
+                            f"Hint: --ablation-epochs {min(s.budgets)}")
     least = 1 if s.quick else 2
     if s.seeds < least or s.headline_seeds < s.seeds:
         raise FrontierError(f"--seeds {s.seeds} / --headline-seeds {s.headline_seeds}: need at least {least} "
@@ -189,6 +224,9 @@ def plan_runs(s: Settings) -> list[Spec]:
     if "coarse_to_fine" in s.methods:
         for k in range(s.seeds):
             runs += [Spec("c2f", m, b, k) for m in ("baseline", "coarse_to_fine") for b in s.c2f_budgets]
+    if s.ablations:   # each method's best shot, after the frontier itself
+        for k in range(s.seeds):
+            runs += [Spec("resnet", m, s.ablation_epochs, k, v) for m in resnet for v in ABLATIONS.get(m, {})]
     return runs
 
 
@@ -209,12 +247,15 @@ def method_params(s: Settings, spec: Spec) -> dict:
         return {}
     b, sw = spec.epochs, switch_epoch(s, spec.epochs)
     kr = {k: getattr(KR, k) for k in ("grow_method", "lstsq", "recalibrate", "carry_momentum", "rewarm")}
-    return {"baseline": {},
+    defaults = {"baseline": {},
             "kernel_rescaling": dict(kr, switch=sw),
             "kernel_rescaling+progressive_resizing": dict(kr, switch=sw, start=s.krpr_start, multiple=4),
             "progressive_resizing": dict(start=s.pr_start, ramp_end=max(1, b - full_tail(b)), multiple=4),
             "low_mode": dict(p_low=[s.p_low if e < b - full_tail(b) else 0.0 for e in range(b)]),
             "coarse_to_fine": dict(sizes=(8, 16, 32), stage_epochs=(0, max(1, sw // 2), max(1, sw)))}[spec.method]
+    if not spec.variant:
+        return defaults
+    return {**defaults, **ABLATIONS[spec.method][spec.variant](b)}
 
 
 def run_config(s: Settings, spec: Spec, environment: dict) -> dict:
@@ -223,7 +264,8 @@ def run_config(s: Settings, spec: Spec, environment: dict) -> dict:
                                          "max_batches")}
     network = {"resnet": {"model": "fashion-resnet18", "width": s.width},
                "c2f": {"model": "c2f", "widths": list(s.c2f_widths)}}[spec.family]
-    return {"cache_version": CACHE_VERSION, **dataclasses.asdict(spec), **shared, "network": network,
+    fields = {k: v for k, v in dataclasses.asdict(spec).items() if k != "variant" or v}   # defaults keep their keys
+    return {"cache_version": CACHE_VERSION, **fields, **shared, "network": network,
             "params": method_params(s, spec), **environment}
 
 
@@ -259,7 +301,8 @@ def epoch_kinds(s: Settings, spec: Spec, pretrain: int = 19) -> list[tuple[str, 
         size = (lambda e: ramp_size(e, p["start"], pretrain, 0, sw, 4)) if "start" in p else (lambda e: pretrain)
         return [(f"pretrain {size(e)}px", 0.0) if e < sw else ("target 28px", 0.0) for e in range(b)]
     if spec.method == "progressive_resizing":
-        pr = ProgressiveResizing(28, p["start"], regime="gradual", ramp_start=0, ramp_end=p["ramp_end"])
+        pr = ProgressiveResizing(28, p["start"], regime="gradual", ramp_start=p.get("ramp_start", 0),
+                                 ramp_end=p["ramp_end"])
         return [(f"target {pr.size_at(e)}px", 0.0) for e in range(b)]
     if spec.method == "low_mode":
         return [("target 28px", q) for q in p["p_low"]]
@@ -289,9 +332,11 @@ def build(s: Settings, spec: Spec, data):
     if spec.method == "baseline":
         return net, hold, "target", None, schedule
     if spec.method == "low_mode":
-        return net, Compose(hold, LowMode(p["p_low"], full_epochs=0, seed=spec.seed)), "target", None, schedule
+        return net, Compose(hold, LowMode(p["p_low"], full_epochs=0, seed=spec.seed,
+                                                  convs=p.get("convs"))), "target", None, schedule
     if spec.method == "progressive_resizing":
-        pr = ProgressiveResizing(28, p["start"], regime="gradual", ramp_start=0, ramp_end=p["ramp_end"],
+        pr = ProgressiveResizing(28, p["start"], regime="gradual", ramp_start=p.get("ramp_start", 0),
+                                 ramp_end=p["ramp_end"],
                                  multiple=p["multiple"])
         return net, pr, "target", None, schedule
     kr = KernelRescaling(net, target_size=28, switch_epoch=p["switch"], grow_method=p["grow_method"],
@@ -362,7 +407,7 @@ def train_one(s: Settings, spec: Spec, ctx: dict) -> dict:
     one_off = sum(r.get("epoch_start_s", 0.0) for r in history)
     jump = loss_jump(history, method_params(s, spec)["switch"]) if "switch" in method_params(s, spec) else None
     result = {"key": run_key(config), "name": spec.name, "config": config, "acc": acc, "train_s": trainer.wall,
-              "eval_s": round(eval_s, 3), "steps": steps_by_kind(spec, history), "one_off_s": round(one_off, 3),
+              "eval_s": round(eval_s, 3), "steps": steps_by_kind(spec, history, low_kind(method_params(s, spec))), "one_off_s": round(one_off, 3),
               "step_table": ctx.get("table"), "branched_at": branched,
               "loss_jump": jump, "loadavg": {"before": load, "after": load_average()},
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -371,7 +416,13 @@ def train_one(s: Settings, spec: Spec, ctx: dict) -> dict:
     return result
 
 
-def steps_by_kind(spec: Spec, history: list[dict]) -> dict[str, int]:
+def low_kind(params: dict) -> str:
+    """The kind of a low-mode step under `params` (which convs are pooled)."""
+    form = next(k for k, v in LOW_CONVS.items() if v == params.get("convs"))
+    return f"{form} 28px"
+
+
+def steps_by_kind(spec: Spec, history: list[dict], low_kind: str = "low 28px") -> dict[str, int]:
     """Iterations per kind of step ("target 28px", "pretrain 19px", "low 28px", "c2f 16px"), from the records."""
     counts: dict[str, float] = {}
     previous = 0
@@ -382,7 +433,7 @@ def steps_by_kind(spec: Spec, history: list[dict]) -> dict[str, int]:
         low = r.get("low_fraction") or 0.0
         counts[kind] = counts.get(kind, 0) + n * (1 - low)
         if low:
-            counts["low 28px"] = counts.get("low 28px", 0) + n * low
+            counts[low_kind] = counts.get(low_kind, 0) + n * low
     return {k: round(v) for k, v in counts.items()}
 
 
@@ -418,14 +469,14 @@ def step_table(s: Settings, kinds: set[str], data) -> dict[str, float]:
 
     def timer(kind: str):
         form, size = kind.split()[0], int(kind.split()[1][:-2])
-        net = nets[f"c2f{size}" if form == "c2f" else form]
+        net = nets[f"c2f{size}" if form == "c2f" else "target" if form in LOW_CONVS else form]
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
         x = torch.randn(s.batch_size, data.in_chans, size, size, device=device)
         y = torch.randint(0, data.num_classes, (s.batch_size,), device=device)
 
         def step() -> float:
             start = _now(device)
-            with low_mode(net, 2) if form == "low" else contextlib.nullcontext():
+            with low_mode(net, 2, convs=LOW_CONVS[form]) if form in LOW_CONVS else contextlib.nullcontext():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                     loss = torch.nn.functional.cross_entropy(net(x), y)
                 opt.zero_grad()
@@ -463,11 +514,11 @@ def run_cost(result: dict, family: str, table: dict[str, float]) -> float | None
 
 def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: dict) -> tuple[dict, list]:
     """The results file's data (frontier points, readings, verdicts, goals) from the runs finished so far."""
-    def points(family: str, method: str) -> list[dict]:
+    def points(family: str, method: str, variant: str = "") -> list[dict]:
         out = []
-        for b in sorted({sp.epochs for sp in plan if (sp.family, sp.method) == (family, method)}):
+        for b in sorted({sp.epochs for sp in plan if (sp.family, sp.method, sp.variant) == (family, method, variant)}):
             done = [dict(results[sp], seed=sp.seed, cost=run_cost(results[sp], family, table)) for sp in plan
-                    if (sp.family, sp.method, sp.epochs) == (family, method, b) and sp in results]
+                    if (sp.family, sp.method, sp.epochs, sp.variant) == (family, method, b, variant) and sp in results]
             if done:
                 out.append(point_summary(b, done))
         return out
@@ -477,6 +528,12 @@ def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: d
     for m in s.methods:
         base = c2f_baseline if m == "coarse_to_fine" else baseline
         methods[m] = [method_point(p, base) for p in points("c2f" if m == "coarse_to_fine" else "resnet", m)]
+    ablations = {}
+    for m in (m for m in ABLATIONS if m in s.methods and s.ablations):
+        variants = {v: {"params": f(s.ablation_epochs), **method_point(pts[0], baseline)}
+                    for v, f in ABLATIONS[m].items() if (pts := points("resnet", m, v))}
+        default = next((p for p in methods[m] if p["epochs"] == s.ablation_epochs), None)
+        ablations[m] = {"epochs": s.ablation_epochs, "default": default, "variants": variants}
     runs = {results[sp]["key"]: {"name": sp.name, "acc": results[sp]["acc"], "train_s": results[sp]["train_s"],
                                  "eval_s": results[sp]["eval_s"], "one_off_s": results[sp].get("one_off_s"),
                                  "cost": run_cost(results[sp], sp.family, table),
@@ -486,6 +543,7 @@ def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: d
     data = {"network": {"model": "fashion-resnet18", "width": s.width, "batch_size": s.batch_size,
                         "description": NETWORKS.get(s.width, "")},
             "baseline": baseline, "methods": methods, "c2f_baseline": c2f_baseline, "headline_epochs": s.headline,
+            "ablations": ablations,
             "step_table": {"seconds": table, "relative": {k: round(v / full, 4) for k, v in table.items()} if full
                            else {}, "full_step_s": full},
             "axis": "cost: each run's steps × their cost relative to a full step, plus its one-off work, in seconds "
@@ -587,6 +645,10 @@ def parse(argv=None) -> tuple[Settings, bool, bool]:
     ap.add_argument("--cache", default=None, help="folder of the cached runs' results")
     ap.add_argument("--work", default=None, help="folder for checkpoints of runs in progress")
     ap.add_argument("--quick", action="store_true", help="smoke run: fixture data, tiny budgets, 3 batches per epoch")
+    ap.add_argument("--ablation-epochs", type=int, default=d.ablation_epochs,
+                    help="the budget of the ablations (one of --budgets)")
+    ap.add_argument("--no-ablations", dest="ablations", action="store_false", default=True,
+                    help="skip the ablations (each method's variants) after the frontier")
     ap.add_argument("--estimate", action="store_true", help="print the run list and the estimated time; train nothing")
     ap.add_argument("--report", action="store_true",
                     help="train nothing: summarise the cached runs (on the newest step table they carry) and plot")
@@ -657,7 +719,8 @@ def _frontier(s: Settings, plan: list[Spec], report: bool) -> dict:
         data = load_dataset(s.data, size=28)
         train, val = make_loaders(data, batch_size=s.batch_size, seed=0, max_batches=s.max_batches)
         ctx = {"data": data, "train": train, "val": val, "environment": env}
-        kinds = {k for sp in plan for k, _ in epoch_kinds(s, sp)} | ({"low 28px"} if "low_mode" in s.methods else set())
+        kinds = {k for sp in plan for k, _ in epoch_kinds(s, sp)} | \
+            {low_kind(method_params(s, sp)) for sp in plan if sp.method == "low_mode"}
         print(f"step times ({len(kinds)} kinds, interleaved) ...", flush=True)
         table = ctx["table"] = step_table(s, kinds, data)
         print("  " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in table.items()), flush=True)
@@ -696,6 +759,10 @@ def reading(data: dict) -> str:
         for p in pts:
             lines.append(f"{m:40s} {p['epochs']:3d} {acc(p):>16s} {cost(p):>7s} {p['train_s_mean']:6.1f}s "
                          f"{pct(p['saving_at_equal_acc']):>8s}  {p['verdict']}")
+    for m, ab in data.get("ablations", {}).items():
+        for v, p in ab["variants"].items():
+            lines.append(f"{m + ' [' + v + ']':40.40s} {p['epochs']:3d} {acc(p):>16s} {cost(p):>7s} "
+                         f"{p['train_s_mean']:6.1f}s {pct(p['saving_at_equal_acc']):>8s}  {p['verdict']}")
     return "\n".join(lines)
 
 

@@ -147,15 +147,21 @@ def test_run_key_is_canonical_and_changes_with_any_setting():
 def test_default_plan_has_the_seeds_budgets_and_families_asked_for():
     s = tta.Settings()
     plan = tta.plan_runs(s)
-    seeds = lambda fam, m, b: sorted(p.seed for p in plan if (p.family, p.method, p.epochs) == (fam, m, b))  # noqa
+    seeds = lambda fam, m, b: sorted(p.seed for p in plan if (p.family, p.method, p.epochs, p.variant) == (fam, m, b, ""))  # noqa
     assert s.width == 16 and s.headline == 8 and max(s.baseline) > s.headline and len(s.baseline) >= 5
     assert seeds("resnet", "baseline", 8) == [0, 1, 2] and seeds("resnet", "baseline", 12) == [0, 1]
     for m in ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing"):
         assert seeds("resnet", m, 4) == [0, 1] and seeds("resnet", m, 8) == [0, 1, 2]
     assert seeds("c2f", "coarse_to_fine", 2) == seeds("c2f", "baseline", 4) == [0, 1]
     # Seed by seed: all of seed 0 (its baselines, then its methods) before anything of seed 1.
-    assert max(i for i, p in enumerate(plan) if p.seed == 0 and p.family == "resnet") < \
-        min(i for i, p in enumerate(plan) if p.seed == 1 and p.family == "resnet")
+    main = [p for p in plan if p.family == "resnet" and not p.variant]
+    assert max(i for i, p in enumerate(main) if p.seed == 0) < min(i for i, p in enumerate(main) if p.seed == 1)
+    # The ablations come last: every variant of every method at the ablation budget, 2 seeds each.
+    variants = [p for p in plan if p.variant]
+    assert plan[-len(variants):] == variants and {p.epochs for p in variants} == {s.ablation_epochs} == {4}
+    assert len(variants) == 2 * sum(len(v) for v in tta.ABLATIONS.values())
+    assert {"switch at 1/3", "pinv + BatchNorm only", "no re-warm-up", "second convs only", "start 16 px",
+            "late ramp (from half the budget)"} <= {p.variant for p in variants}
     rows, total = tta.estimate(s, plan)
     assert total < 6 * 3600 and any("trunk" in name for name, _ in rows)
 
@@ -169,6 +175,7 @@ def test_default_plan_has_the_seeds_budgets_and_families_asked_for():
     (["--seeds", "1"], r"need at least 2 seeds per point"),
     (["--seeds", "0", "--quick"], r"need at least 1 seeds per point"),
     (["--headline-seeds", "1"], r"at least as many at the headline"),
+    (["--ablation-epochs", "6"], r"--ablation-epochs 6 must be one of --budgets 4,8"),
 ])
 def test_bad_settings_get_one_line_before_any_training(argv, match, monkeypatch, capsys):
     monkeypatch.setattr(tta, "frontier", lambda *a: pytest.fail("trained despite bad settings"))
@@ -194,7 +201,8 @@ def test_estimate_prints_the_run_list_and_trains_nothing(monkeypatch, capsys):
     monkeypatch.setattr(tta, "frontier", lambda *a: pytest.fail("--estimate trained"))
     assert tta.main(["--estimate"]) is None
     out = capsys.readouterr().out
-    assert "resnet/kernel_rescaling/8ep/seed2" in out and "39 runs, estimated" in out
+    assert "resnet/kernel_rescaling/8ep/seed2" in out and "resnet/low_mode[p_low 0.3]/4ep/seed1" in out
+    assert f"{39 + 2 * sum(len(v) for v in tta.ABLATIONS.values())} runs, estimated" in out
 
 
 # ---- the cache -----------------------------------------------------------------------------------
@@ -295,6 +303,10 @@ def test_quick_frontier_runs_end_to_end(tmp_path):
             assert 0 <= p["acc_mean"] <= 1 and p["train_s_mean"] > 0 and p["cost_mean"] > 0
             assert p["verdict"] in ("wins", "loses", "within noise", "above the frontier", "no reading")
     assert data["network"]["width"] == 4 and data["step_table"]["relative"]["target 28px"] == 1.0
+    for m, ab in data["ablations"].items():   # every variant read against the baseline, beside the defaults
+        assert ab["epochs"] == 2 and ab["default"]["epochs"] == 2 and set(ab["variants"]) == set(tta.ABLATIONS[m])
+        assert all("verdict" in v and "params" in v for v in ab["variants"].values())
+    assert "low-conv2 28px" in data["step_table"]["seconds"]   # the second-convs-only variant's own step kind
     assert all(r["one_off_s"] is not None for r in data["runs"].values())
     assert any(r["one_off_s"] > 0 for r in data["runs"].values() if "/kernel_rescaling/" in r["name"])
     kr = [r for r in data["runs"].values() if r["name"].startswith("resnet/kernel_rescaling/")]
