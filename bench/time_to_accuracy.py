@@ -493,6 +493,29 @@ def step_table(s: Settings, kinds: set[str], data) -> dict[str, float]:
 FULL_STEP = {"resnet": "target 28px", "c2f": "c2f 32px"}   # each family's full step: its cost axis's unit
 
 
+RATIO_KINDS = ("target 28px", "pretrain 19px", "target 19px", "target 14px", "low 28px")
+
+
+def width_table(s: Settings, widths: tuple[int, ...]) -> dict:
+    """Step cost relative to a full step at each width: the table that picks the frontier's network.
+
+    The kinds: kernel rescaling's pre-train step (2×2 kernels, 19 px), the same network resized
+    alone (3×3 at 19 and 14 px) and a low-mode step, each against a full 28 px step, interleaved.
+    """
+    from modelsurgery.train import load_dataset
+
+    data = load_dataset("fixture" if s.data == "fixture" else s.data, size=28)
+    rows = {}
+    for w in widths:
+        print(f"width {w}: {len(RATIO_KINDS)} kinds, interleaved ...", flush=True)
+        t = step_table(dataclasses.replace(s, width=w), set(RATIO_KINDS), data)
+        rows[w] = {"full_step_s": t["target 28px"], "relative": {k: round(t[k] / t["target 28px"], 3)
+                                                                  for k in RATIO_KINDS[1:]}}
+        print("  " + ", ".join(f"{k} {v:.2f}" for k, v in rows[w]["relative"].items())
+              + f" (full step {1000 * t['target 28px']:.0f} ms)", flush=True)
+    return rows
+
+
 def run_cost(result: dict, family: str, table: dict[str, float]) -> float | None:
     """A run's cost in seconds of this sitting's full step (`bench.frontier.full_step_equivalents`).
 
@@ -627,7 +650,8 @@ def estimate(s: Settings, plan: list[Spec]) -> tuple[list[tuple[str, float]], fl
 
 # ---- the command line -----------------------------------------------------------------------------
 
-def parse(argv=None) -> tuple[Settings, bool, bool]:
+def parse(argv=None) -> tuple[Settings, bool, bool, tuple[int, ...] | None]:
+    """(settings, --estimate, --report, --step-ratios widths or None) from the command line."""
     ints = lambda text: tuple(int(v) for v in text.split(",") if v.strip())   # noqa: E731
     ap = argparse.ArgumentParser(prog="python -m bench.time_to_accuracy", description=__doc__.split("\n\n")[0])
     d = Settings()
@@ -649,19 +673,24 @@ def parse(argv=None) -> tuple[Settings, bool, bool]:
                     help="the budget of the ablations (one of --budgets)")
     ap.add_argument("--no-ablations", dest="ablations", action="store_false", default=True,
                     help="skip the ablations (each method's variants) after the frontier")
+    ap.add_argument("--step-ratios", type=ints, default=None, metavar="WIDTHS",
+                    help="train nothing: measure each kind of step against a full one at these widths (e.g. 8,16,32,64) "
+                         "and write bench/results/step_ratios.json")
     ap.add_argument("--estimate", action="store_true", help="print the run list and the estimated time; train nothing")
     ap.add_argument("--report", action="store_true",
                     help="train nothing: summarise the cached runs (on the newest step table they carry) and plot")
     args = vars(ap.parse_args(argv))
-    dry, report = args.pop("estimate"), args.pop("report")
+    dry, report, widths = args.pop("estimate"), args.pop("report"), args.pop("step_ratios")
     given = {k: v for k, v in args.items() if v is not None and v != getattr(d, k, None)}
     s = Settings(**{**(QUICK if args["quick"] else {}), **given})
-    return s, dry, report
+    return s, dry, report, widths
 
 
 def main(argv=None) -> dict | None:
     try:
-        s, dry, report = parse(argv)
+        s, dry, report, widths = parse(argv)
+        if widths is not None:
+            return step_ratios(s, widths)
         validate(s)
         plan = plan_runs(s)
         rows, total = estimate(s, plan)
@@ -674,6 +703,16 @@ def main(argv=None) -> dict | None:
     except SurgeryError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def step_ratios(s: Settings, widths: tuple[int, ...]) -> dict:
+    """Measure `width_table` and write it beside the frontier (`step_ratios.json`)."""
+    if not widths or any(w < 1 for w in widths):
+        raise FrontierError(f"--step-ratios {','.join(map(str, widths)) or '(empty)'}: widths must be positive "
+                            "whole numbers. Hint: 8,16,32,64")
+    run = Run("step_ratios", {"widths": widths, "batch_size": s.batch_size, "speed_steps": s.speed_steps})
+    rows = width_table(s, widths)
+    return run.finish(Path(s.out).with_name("step_ratios.json"), {"widths": rows, "kinds": RATIO_KINDS}, [])
 
 
 def frontier(s: Settings, plan: list[Spec], report: bool = False) -> dict:
