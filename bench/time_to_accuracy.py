@@ -563,6 +563,11 @@ def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: d
                                  "branched_at": results[sp]["branched_at"], "loss_jump": results[sp]["loss_jump"]}
             for sp in plan if sp in results}
     full = table.get(FULL_STEP["resnet"])
+    axes = [{"name": sp.name, "train_s": round(results[sp]["train_s"], 1), "cost": runs[results[sp]["key"]]["cost"],
+             "loadavg": results[sp].get("loadavg")} for sp in plan
+            if sp in results and sp.family == "resnet" and sp.epochs == s.headline and not sp.variant]
+    for a in axes:
+        a["wall_over_cost"] = round(a["train_s"] / a["cost"], 3) if a["cost"] else None
     data = {"network": {"model": "fashion-resnet18", "width": s.width, "batch_size": s.batch_size,
                         "description": NETWORKS.get(s.width, "")},
             "baseline": baseline, "methods": methods, "c2f_baseline": c2f_baseline, "headline_epochs": s.headline,
@@ -571,6 +576,9 @@ def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: d
                            else {}, "full_step_s": full},
             "axis": "cost: each run's steps × their cost relative to a full step, plus its one-off work, in seconds "
                     "of a full step measured in this sitting; train_s: training wall time",
+            "wall_vs_cost": {"note": "the headline's runs: training wall time over cost; 1.0 where the run's "
+                                     "machine was as quiet as the step table's sitting",
+                             "runs": axes},
             "runs": runs, "run_keys": sorted(runs),
             "missing": [sp.name for sp in plan if sp not in results], "complete": len(results) == len(plan),
             "quick": s.quick}

@@ -315,3 +315,53 @@ def test_quick_frontier_runs_end_to_end(tmp_path):
     assert {g["name"] for g in results["goals"]} >= {"kernel_rescaling_saves_at_least_20pct_at_equal_acc"}
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((tmp_path / "cache").glob("*.json"))) == len(data["runs"])
+
+
+# ---- what the README's first command tells a newcomer ---------------------------------------------
+
+def test_frontier_reading_reports_the_headline_point_and_its_verdict(tmp_path):
+    from modelsurgery.train import frontier_reading
+
+    point = lambda epochs, acc, verdict, saving: {"epochs": epochs, "seeds": [0, 1, 2], "acc_mean": acc,  # noqa: E731
+                                                  "acc_std": 0.0012, "saving_at_equal_acc": saving,
+                                                  "above_frontier": False, "verdict": verdict}
+    data = {"network": {"width": 16}, "headline_epochs": 8, "complete": False, "missing": ["a", "b"],
+            "methods": {"kernel_rescaling": [point(4, 0.91, "loses", -0.05), point(8, 0.9261, "wins", 0.153)]}}
+    path = tmp_path / "time_to_accuracy.json"
+    path.write_text(json.dumps({"machine": {"processor": "AMD EPYC"}, "data": data}))
+    text = frontier_reading("kernel_rescaling", path)
+    assert "Measured (partial: 2 runs still to train): full Fashion-MNIST, FashionResNet-18 width 16, AMD EPYC" in text
+    assert "kernel rescaling at 8 epochs, 3 seeds: 92.61% ± 0.12%; it saves +15.3% of the baseline's cost" in text
+    assert "Verdict: wins." in text and str(tmp_path / "time_to_accuracy.png") in text
+    assert frontier_reading("low_mode", path) == "time_to_accuracy.json has no measured point of low_mode yet."
+    assert frontier_reading("kernel_rescaling", tmp_path / "none.json").startswith("No measured frontier at")
+
+
+# ---- the GPU check script ------------------------------------------------------------------------
+
+def test_gpu_check_without_cuda_says_so_and_writes_nothing(tmp_path):
+    import shutil
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    before = sorted(p.name for p in (ROOT / "bench" / "results").iterdir())
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHON": sys.executable})
+    assert proc.returncode == 1 and proc.stderr.startswith("error: CUDA is not available here. Hint:")
+    assert sorted(p.name for p in (ROOT / "bench" / "results").iterdir()) == before
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_scripts_on_the_cpu(tmp_path):
+    """`gpu_check.sh --cpu`: the same three scripts, tiny settings, each writes its results file."""
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--cpu"], capture_output=True, text=True,
+                          timeout=600, env={**__import__("os").environ, "PYTHON": sys.executable,
+                                            "OUT_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("pretrain_speedup-cpu.json", "lowmode_cost-cpu.json", "time_to_accuracy-cpu.json"):
+        assert json.loads((tmp_path / name).read_text())
+    assert json.loads((tmp_path / "time_to_accuracy-cpu.json").read_text())["data"]["complete"]

@@ -26,8 +26,8 @@ from .dist import (DistInfo, barrier, cleanup_distributed, dist_info, pick_devic
 from .loop import Trainer, param_groups
 from .plots import plot_panels, plot_runs
 from .recipe import NetworkConfig, RecipeConfig, run_recipe
-from .results import (TOLERANCE, compare, finish, format_table, git_revision, loss_jump, machine_info,
-                      summarize, time_to_accuracy, write_results)
+from .results import (FRONTIER, TOLERANCE, compare, finish, format_table, frontier_reading, git_revision, loss_jump,
+                      machine_info, summarize, time_to_accuracy, write_results)
 from .runs import default_out, fit, make_trainer, prepare_out, train_baseline, train_method
 from .schedules import Cosine, Hold, LRSchedule, MultiStep, Rewarm, WarmupStableDecay, ramp_size
 from .state import CheckpointInfo, load_training_checkpoint, read_checkpoint_info, save_training_checkpoint
@@ -45,5 +45,5 @@ __all__ = [
     "parse_config", "RecipeConfig", "NetworkConfig", "run_recipe",
     "default_out", "prepare_out", "make_trainer", "fit", "train_method", "train_baseline",
     "TOLERANCE", "time_to_accuracy", "loss_jump", "summarize", "compare", "format_table", "write_results", "git_revision",
-    "machine_info", "finish", "plot_runs", "plot_panels",
+    "machine_info", "finish", "FRONTIER", "frontier_reading", "plot_runs", "plot_panels",
 ]

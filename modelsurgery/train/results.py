@@ -34,9 +34,10 @@ from .dist import dist_info
 from .machine import machine_info
 
 __all__ = ["TOLERANCE", "time_to_accuracy", "loss_jump", "summarize", "compare", "format_table", "write_results",
-           "git_revision", "machine_info", "finish"]
+           "git_revision", "machine_info", "finish", "FRONTIER", "frontier_reading"]
 
 TOLERANCE = 0.003   # 0.3 accuracy points: "reached" means within this of the target
+FRONTIER = Path(__file__).resolve().parents[2] / "bench" / "results" / "time_to_accuracy.json"   # in a checkout
 
 
 def time_to_accuracy(history: Sequence[Mapping[str, Any]], target: float | None,
@@ -197,3 +198,38 @@ def finish(out: str | os.PathLike, method: str, config: Any, runs: dict[str, dic
         print(results["table"])
         print(f"results: {out / 'results.json'}, plot: {out / 'results.png'}")
     return results
+
+
+def frontier_reading(method: str, path: str | os.PathLike | None = None) -> str:
+    """`method`'s measured verdict on the time-to-accuracy frontier, in a few lines for a newcomer.
+
+    Reads `bench/results/time_to_accuracy.json` (`python -m bench.time_to_accuracy`): the
+    method's point at the headline budget (else its largest measured one), its accuracy over
+    seeds, its saving at equal accuracy read off the baseline's frontier, and the verdict.
+
+    Example:
+        >>> print(frontier_reading("kernel_rescaling"))
+    """
+    path = Path(path) if path is not None else FRONTIER
+    if not path.is_file():
+        return f"No measured frontier at {path} (it ships with a checkout: python -m bench.time_to_accuracy)."
+    results = json.loads(path.read_text())
+    data = results["data"]
+    points = data.get("methods", {}).get(method) or []
+    if not points:
+        return f"{path.name} has no measured point of {method} yet."
+    head = data.get("headline_epochs")
+    p = next((q for q in points if q["epochs"] == head), max(points, key=lambda q: q["epochs"]))
+    net = data.get("network", {})
+    acc = f"{p['acc_mean']:.2%}" + (f" ± {p['acc_std']:.2%}" if p.get("acc_std") is not None else "")
+    saving = p.get("saving_at_equal_acc")
+    read = ("more accurate than the baseline's best point" if p.get("above_frontier") else
+            "no saving can be read" if saving is None else f"it saves {saving:+.1%} of the baseline's cost at that "
+            "accuracy")
+    done = "" if data.get("complete") else f" (partial: {len(data.get('missing', []))} runs still to train)"
+    where = path.parent
+    return (f"Measured{done}: full Fashion-MNIST, FashionResNet-18 width {net.get('width', '?')}, "
+            f"{results.get('machine', {}).get('processor', 'unknown CPU')}. {method.replace('_', ' ')} at "
+            f"{p['epochs']} epochs, {len(p['seeds'])} seeds: {acc}; {read}. Verdict: {p.get('verdict', '—')}.\n"
+            f"Frontier plot: {where / 'time_to_accuracy.png'}; every point: {where / 'README.md'}.")
+
