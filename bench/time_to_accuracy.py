@@ -190,6 +190,11 @@ def validate(s: Settings) -> None:
     if min(s.budgets) < 2:
         raise FrontierError(f"--budgets {','.join(map(str, s.budgets))}: kernel rescaling needs 2 epochs or more "
                             "(one before the grow, one after). Hint: e.g. 2,4")
+    for name in ("width", "batch_size"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FrontierError(f"--{name.replace('_', '-')} {value} must be a positive whole number. Hint: "
+                                f"--{name.replace('_', '-')} {getattr(Settings, name)}")
     unknown = [m for m in s.methods if m not in METHODS]
     if unknown or not s.methods:
         raise FrontierError(f"unknown method(s) {', '.join(unknown) or '(none given)'}. Hint: choose from "
@@ -571,7 +576,7 @@ def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: d
     data = {"network": {"model": "fashion-resnet18", "width": s.width, "batch_size": s.batch_size,
                         "description": NETWORKS.get(s.width, "")},
             "baseline": baseline, "methods": methods, "c2f_baseline": c2f_baseline, "headline_epochs": s.headline,
-            "ablations": ablations,
+            "ablations": ablations, "network_choice": network_choice(Path(s.out).with_name("step_ratios.json")),
             "step_table": {"seconds": table, "relative": {k: round(v / full, 4) for k, v in table.items()} if full
                            else {}, "full_step_s": full},
             "axis": "cost: each run's steps × their cost relative to a full step, plus its one-off work, in seconds "
@@ -583,6 +588,14 @@ def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: d
             "missing": [sp.name for sp in plan if sp not in results], "complete": len(results) == len(plan),
             "quick": s.quick}
     return data, goals_of(s, methods)
+
+
+def network_choice(path: Path) -> dict | None:
+    """The step-cost table by width that picked the network (`--step-ratios`), if it was measured."""
+    if not path.is_file():
+        return None
+    e = json.loads(path.read_text())
+    return {"source": path.name, "processor": e["machine"].get("processor"), "widths": e["data"]["widths"]}
 
 
 def goals_of(s: Settings, methods: dict[str, list[dict]]) -> list[dict]:

@@ -176,6 +176,9 @@ def test_default_plan_has_the_seeds_budgets_and_families_asked_for():
     (["--seeds", "0", "--quick"], r"need at least 1 seeds per point"),
     (["--headline-seeds", "1"], r"at least as many at the headline"),
     (["--ablation-epochs", "6"], r"--ablation-epochs 6 must be one of --budgets 4,8"),
+    (["--width", "0"], r"--width 0 must be a positive whole number\. Hint: --width 16"),
+    (["--batch-size", "-8"], r"--batch-size -8 must be a positive whole number"),
+    (["--step-ratios", "8,0"], r"--step-ratios 8,0: widths must be positive whole numbers"),
 ])
 def test_bad_settings_get_one_line_before_any_training(argv, match, monkeypatch, capsys):
     monkeypatch.setattr(tta, "frontier", lambda *a: pytest.fail("trained despite bad settings"))
