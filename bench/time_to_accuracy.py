@@ -4,44 +4,40 @@ FFCV's recipes train one recipe for several epoch budgets, the schedule stretche
 report accuracy against time; a method's saving is then read off that frontier at its own
 accuracy, 1 − t_method / t_baseline(acc) (`bench.frontier`). This benchmark does the same:
 
-- network: FashionResNet-18, width 8 (`modelsurgery.nets`: 2-2-2-2 basic blocks, 8-16-32-64
-  channels, 3×3 stride-1 stem, no max-pool; 28/14/7/4 px maps). Its steps on this 2-core AMD
-  EPYC, measured side by side: pre-train (2×2 kernels, 19 px) 0.45 of a full step, low mode
-  (1×1 kernels, 14 px) 0.23, full 28 px epoch ≈ 71 s. Width 32 gives the pre-train step a
-  better ratio (0.37) but costs ~4× per epoch, which would leave one seed per point in 2 hours.
-- the same batch (256), SGD (momentum 0.9, weight decay 5e-4 on weights), no augmentation, and
-  one schedule for every run: warmup-stable-decay, LR 0.1 constant, then linear to 0 over the
-  last half of the budget (`train.WarmupStableDecay(decay=0.5)`). Why: budgets then share
-  their prefix, so the baseline's budgets whose cool-down starts at a whole epoch branch off one
-  trunk run per seed (a frontier of 1, 2, 4, 6 epochs costs 3 + 1 + 2 + 3 + 1 epochs, not 13);
-  the half-budget cool-down suits budgets of a few epochs. The methods run the same schedule.
-- methods, each at the `--budgets` (default 2 and 4 epochs; the headline is the largest):
-  `kernel_rescaling` grows at the start of the cool-down (`--switch-fraction` 0.5, the schedule's
-  analogue of de Gusmão et al.'s "before the LR drops") with the recipe's grow defaults
+- network: FashionResNet-18 at `--width` 16 (`modelsurgery.nets`: 2-2-2-2 basic blocks, 3×3
+  stride-1 stem, no max-pool; 28/14/7/4 px maps), the cheapest width whose pre-train step (2×2
+  kernels, 19 px) costs clearly less than the same network at 19 px: the premise of kernel
+  rescaling. `--step-ratios 8,16,32,64` measures that table (`bench/results/step_ratios.json`);
+  at width 8 the two cost the same, an overhead-bound network on which the kernels buy nothing.
+- one schedule for every run: batch 256, SGD (momentum 0.9, weight decay 5e-4 on weights), no
+  augmentation, warmup-stable-decay (LR 0.1 constant, then linear to 0 over the last half of the
+  budget, `train.WarmupStableDecay(decay=0.5)`), so that the baseline's budgets whose cool-down
+  starts at a whole epoch branch off one trunk run per seed.
+- budgets: the baseline at `--baseline` 2, 4, 6, 8, 12 epochs; the methods at `--budgets` 4 and 8,
+  the largest the headline; `--seeds` 2 a point, `--headline-seeds` 3 at the headline.
+- methods: `kernel_rescaling` grows at the start of the cool-down (`--switch-fraction` 0.5, the
+  schedule's analogue of de Gusmão et al.'s "before the LR drops") with the recipe's grow defaults
   (`recipes/kernel_rescaling.py`); `kernel_rescaling+progressive_resizing` the same with the
-  pre-train phase ramped 12 → 19 px (`ProgressiveResizing(form="pretrain")`);
-  `progressive_resizing` ramps 16 → 28 px, full size in the last quarter; `low_mode` runs
-  p = 0.5 (Nouri et al. 2019) and full mode in the last quarter; `coarse_to_fine` (Liu et al.
-  2016) runs its own `C2FNet` family (8 → 16 → 32 px) against that network's own baseline.
-- seeds: `--seeds` (2) per point, `--headline-seeds` (3) at the headline budget; the baseline at
-  `--baseline` budgets 1, 2, 4, 6 (its largest above the methods').
-- time: training wall time (the Trainer's `wall`: iterations, grows and resizes), the final
-  evaluation timed apart; beside it a cost-model time, each run's iterations per kind of step
-  (input size × form, low) × that step's time, measured interleaved at the start of each sitting
-  (`bench.common.interleave`), so runs from an earlier sitting stay comparable.
+  pre-train phase ramped 12 → 19 px; `progressive_resizing` ramps 16 → 28 px, full size in the last
+  quarter; `low_mode` runs p = 0.5 (Nouri et al. 2019) and full mode in the last quarter;
+  `coarse_to_fine` (Liu et al. 2016) runs its own `C2FNet` family (8 → 16 → 32 px) against that
+  network's own baseline. Then `ABLATIONS`, each method's variants at `--ablation-epochs` 4.
+- cost, the x-axis: each run's steps per kind × the kind's cost relative to a full step (measured
+  interleaved at the start of each sitting), plus its one-off work (the Trainer's `epoch_start_s`:
+  grows, fits, recalibration, resizes) converted at the run's own seconds per full step, in seconds
+  of the sitting's full step (`bench.frontier.full_step_equivalents`). Training wall time (the
+  Trainer's `wall`) is reported beside it; the final evaluation is timed apart.
 
 Every run's result is cached in `bench/results/time_to_accuracy_runs/<key>.json`, the key a hash
-of its full config (family, method, budget, seed, every hyperparameter, the data files, the torch
-version and device); a run already there is not trained again, and the summary is rewritten
-after every run, so a stop loses at most the run in progress (which resumes from its last epoch's
-checkpoint in `runs/time_to_accuracy/`).
-
-Estimate (2-core AMD EPYC, quiet, 71 s per full epoch): `--estimate` prints the run list; the
-default frontier is ≈ 80 full-epoch equivalents ≈ 1 h 40 min, under the 2-hour limit.
+of its full config (family, method, variant, budget, seed, every hyperparameter, the data files,
+the torch version and device); a run already there is not trained again, and the summary is
+rewritten after every run, so a stop loses at most the run in progress (which resumes from its last
+epoch's checkpoint in `runs/time_to_accuracy/`). `--estimate` prints the run list and its time.
 
 Usage (from the repository root):
     python -m bench.time_to_accuracy --estimate          # the run list and the estimated time
     nohup python -m bench.time_to_accuracy > runs/time_to_accuracy.log 2>&1 &     # the frontier
+    python -m bench.time_to_accuracy --report            # the summary of the cached runs; trains nothing
     python -m bench.time_to_accuracy --quick             # smoke run on the fixture data (< 1 min)
 
 Writes bench/results/time_to_accuracy.json and .png.
@@ -637,7 +633,8 @@ def plot(path: Path, data: dict) -> None:
         ax.set(title=f"{title}: accuracy against cost (labels: epochs)",
                xlabel="cost (s of full steps, measured in one sitting)", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
