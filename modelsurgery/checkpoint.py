@@ -17,12 +17,11 @@ from typing import Callable, Mapping
 import torch
 import torch.nn as nn
 
-from .errors import CheckpointError, OutputExistsError, PlanError
+from .errors import CheckpointError, OutputExistsError, PlanError, first_line
 from .paths import check_input as _check_input
 from .paths import check_output
 from .plan import Plan
 from .torchfile import StoredWeights, WeightsRead, pick_weights, read_torch, wrapper_prefix
-from .trace import first_line
 
 __all__ = ["save", "load", "load_reporting", "save_state_dict", "read_state_dict", "open_weights", "read_plan",
            "atomic_write", "check_output", "verify_state_dict", "warn_nonfinite", "META_VERSION", "META_FORM", "META_PLAN"]
@@ -250,7 +249,7 @@ def load(path, model: nn.Module | None = None, *, plan: Plan | None = None, ema:
 def load_reporting(path, model: nn.Module | None = None, *, plan: Plan | None = None, ema: bool = False
                    ) -> tuple[nn.Module, Plan, WeightsRead]:
     """`load`, also saying which weights of the file it read (the wrapper key, the prefix removed)."""
-    from .grow import with_versions
+    from .statedict import with_versions
     from .shrink import apply_plan
     from .zoo import rebuild
 

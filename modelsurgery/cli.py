@@ -11,8 +11,8 @@ import warnings
 
 import click
 
-from .constants import (DEFAULT_DOWNSCALE_METHOD, DEFAULT_EVEN_PADDING, DEFAULT_FC, DEFAULT_METHOD, DOWNSCALE_METHODS,
-                        EVEN_PADDINGS, FC_MODES, LSQ, METHODS, TABLE1)
+from .constants import (DEFAULT_DOWNSCALE_METHOD, DEFAULT_EVEN_PADDING, DEFAULT_FC, DEFAULT_UPSCALE, DOWNSCALE_METHODS,
+                        EVEN_PADDINGS, FC_MODES, LSQ, TABLE1, UPSCALES)
 from .errors import SurgeryError
 from .paths import check_paths, target_path
 
@@ -125,8 +125,8 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
     a .pt/.pth/.ckpt as timm's train.py, torchvision's reference scripts or Lightning write it; a
     DDP/torch.compile/LightningModule prefix is removed where that makes the keys match MODEL.
     """
-    check_paths(out, force, weights)  # file errors at once, before convert imports torch
-    from .convert import shrink_to_file
+    check_paths(out, force, weights)  # file errors at once, before the file layer imports torch
+    from .files import shrink_to_file
 
     click.echo(format_report(shrink_to_file(
         model, out, weights=weights, method=method, ema=ema, force=force, input_size=input_size,
@@ -140,10 +140,10 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
               help="Target input size; sets the FC interface's HxW [default: the plan's target size].")
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Output .safetensors [default: CKPT's name with -target.safetensors].")
-@click.option("--method", type=click.Choice([*METHODS, LSQ]), default=None,
-              help=f"Kernel upscaling; {LSQ} starts from {DEFAULT_METHOD} and fits each kernel to its pre-train "
+@click.option("--upscale", "--method", "upscale", type=click.Choice([*UPSCALES, LSQ]), default=None,
+              help=f"Kernel upscaling (--method is its old name); {LSQ} starts from {DEFAULT_UPSCALE} and fits each kernel to its pre-train "
                    f"layer by least squares on the --calibrate images [default: {LSQ} with --calibrate, else "
-                   f"{DEFAULT_METHOD}].")
+                   f"{DEFAULT_UPSCALE}].")
 @click.option("--fc", type=click.Choice(FC_MODES), default=DEFAULT_FC, show_default=True,
               help="FC interface: resize like a kernel, or keep weights on a grid and Gaussian-pad.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --fc gaussian.")
@@ -155,7 +155,7 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
 @click.option("--ema", is_flag=True,
               help="Read the EMA weights of CKPT (timm's state_dict_ema, torchvision's model_ema).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, ema, force):
+def grow(ckpt, to, out, upscale, fc, seed, plan_file, calibrate, ema, force):
     """Convert a trained pre-train checkpoint CKPT into the full-size target model.
 
     Every planned kernel is upscaled with its amplitude preserved, the FC interface is
@@ -163,10 +163,10 @@ def grow(ckpt, to, out, method, fc, seed, plan_file, calibrate, ema, force):
     model (timm.create_model(name) or the torchvision constructor). Afterwards a one-line
     fidelity check compares pre-train and grown logits on fixture images.
     """
-    check_paths(target_path(ckpt) if out is None else out, force, ckpt)  # before convert imports torch
-    from .convert import grow_file
+    check_paths(target_path(ckpt) if out is None else out, force, ckpt)  # before the file layer imports torch
+    from .files import grow_file
 
-    click.echo(format_report(grow_file(ckpt, out, to=to, method=method, fc=fc, seed=seed, plan_file=plan_file,
+    click.echo(format_report(grow_file(ckpt, out, to=to, upscale=upscale, fc=fc, seed=seed, plan_file=plan_file,
                                        calibrate=calibrate, ema=ema, force=force)))
 
 
@@ -187,8 +187,8 @@ def export(ckpt, out, input_size, opset, plan_file, ema, force):
     onnx.checker runs on the result; when onnxruntime is installed the outputs are compared
     with PyTorch's (atol 1e-4) and the maximum error is printed.
     """
-    check_paths(out, force, ckpt)  # before convert imports torch
-    from .convert import export_file
+    check_paths(out, force, ckpt)  # before the file layer imports torch
+    from .files import export_file
 
     click.echo(format_report(export_file(ckpt, out, input_size=input_size, opset=opset, plan_file=plan_file, ema=ema,
                                          force=force)))
@@ -205,7 +205,7 @@ def info(ckpt, as_json):
     .pt/.pth/.ckpt also the top-level key and prefix the commands would read, where the EMA
     weights are, and the keys they ignore.
     """
-    from .convert import describe_file
+    from .describe import describe_file
 
     report = describe_file(ckpt)
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else format_info(report))
@@ -235,7 +235,7 @@ def _read_text(r) -> str:
 
 
 def format_info(r) -> str:
-    """The text `msurg info` prints for a `convert.CheckpointInfo`."""
+    """The text `msurg info` prints for a `describe.CheckpointInfo`."""
     plan = r.plan
     lines = [f"{r.path}: {'PyTorch checkpoint' if r.format == 'torch' else 'safetensors'}, "
              f"{'pre-train' if r.form == 'pretrain' else r.form}"]

@@ -1,11 +1,12 @@
 """Choices and tables shared by the library and the CLI; no imports, so `msurg --help` stays cheap.
 
-The modules that implement each choice re-export its constant (`grow.METHODS`, `shrink.TABLE1`,
-...); the CLI reads them from here.
+The library and the CLI read every choice from here.
 """
 
+from .deprecation import moved
+
 __all__ = ["TABLE1", "EVEN_PADDINGS", "DEFAULT_EVEN_PADDING", "DOWNSCALE_METHODS", "DEFAULT_DOWNSCALE_METHOD",
-           "METHODS", "DEFAULT_METHOD", "LSQ", "FC_MODES", "DEFAULT_FC"]
+           "UPSCALES", "DEFAULT_UPSCALE", "LSQ", "FC_MODES", "DEFAULT_FC"]
 
 # de Gusmão et al. 2016, Table 1: target kernel -> pre-train kernel, per spatial dimension.
 TABLE1: dict[int, int] = {1: 1, 3: 2, 5: 3, 7: 5, 11: 7}
@@ -22,10 +23,14 @@ DEFAULT_DOWNSCALE_METHOD = "pinv"
 # (bench/grow_fidelity.py, bench/results/grow_fidelity.json); for 5x5 -> 7x7 stems pinv (FlexiViT's
 # pseudo-inverse resize) is clearly closer (tests/test_grow.py's amplitude guard), and it is exact
 # wherever replication is.
-METHODS = ("bilinear", "pinv", "replicate")
-DEFAULT_METHOD = "pinv"
-LSQ = "lsq"  # the file layer's extra method: DEFAULT_METHOD, then a least-squares fit of every grown kernel
+UPSCALES = ("bilinear", "pinv", "replicate")
+DEFAULT_UPSCALE = "pinv"
+LSQ = "lsq"  # the file layer's extra choice: DEFAULT_UPSCALE, then a least-squares fit of every grown kernel
 
 # grow: the FC interface is resized like a kernel, or keeps its weights on a grid and is Gaussian-padded.
 FC_MODES = ("resize", "gaussian")
 DEFAULT_FC = "resize"
+
+# grow's kernel upscaling was once called its "method", a word the training methods also use.
+__getattr__ = moved(__name__, {"METHODS": "modelsurgery.constants:UPSCALES",
+                               "DEFAULT_METHOD": "modelsurgery.constants:DEFAULT_UPSCALE"})

@@ -1,6 +1,6 @@
 """`msurg info`: what a checkpoint holds, read without building its model.
 
-Part of the file layer (`modelsurgery.convert`): `describe_file` returns a `CheckpointInfo`, which
+Part of the file layer (`modelsurgery.files`): `describe_file` returns a `CheckpointInfo`, which
 `msurg info` formats as text or JSON (`cli.format_info`).
 """
 

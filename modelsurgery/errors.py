@@ -4,7 +4,7 @@
 size) are also `ValueError`s, so ordinary Python code can catch them as such. The CLI turns
 any `SurgeryError` into a one-line message and exit code 1.
 
-This module imports nothing, so that `msurg` can report an error without loading torch.
+`first_line` quotes an error from below in one line. This module imports nothing, so that `msurg` can report an error without loading torch.
 """
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "DatasetError",
     "ScheduleError",
     "MethodError",
+    "first_line",
 ]
 
 
@@ -80,3 +81,17 @@ class ScheduleError(SurgeryError, ValueError):
 
 class MethodError(SurgeryError, ValueError):
     """A training method (`modelsurgery.methods`) built with a hyperparameter it cannot use."""
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message, at most `limit` characters; its type's name when empty.
+
+    Library errors quote what went wrong below them in one line (torch.load on an empty file, for
+    one, raises with no message at all).
+
+    Example:
+        >>> first_line(RuntimeError("shape mismatch\\n  at layer1"))
+        'shape mismatch'
+    """
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:limit]

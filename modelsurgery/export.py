@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import ExportError, InputSizeError
+from .deprecation import moved
+from .errors import ExportError, InputSizeError, first_line
 from .progress import stages
-from .trace import first_line
 
 __all__ = ["ExportError", "ATOL", "RTOL", "DYNAMO_MIN_OPSET", "export_onnx", "export_file"]
 
@@ -243,11 +243,6 @@ def _compare(proto, batch: torch.Tensor, reference: torch.Tensor) -> dict[str, A
     return {"onnxruntime": True, "max_abs_error": error, "output_max_abs": scale, "tolerance": tolerance}
 
 
-def __getattr__(name: str):
-    # `export_file` moved to the file layer (`modelsurgery.convert`), which imports this module;
-    # loading it on first use keeps the old import path without an import cycle.
-    if name == "export_file":
-        from .convert import export_file
 
-        return export_file
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# `export_file` moved to the file layer (`modelsurgery.files`), which imports this module.
+__getattr__ = moved(__name__, {"export_file": "modelsurgery.files"})

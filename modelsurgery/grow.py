@@ -4,37 +4,39 @@
 its amplitude preserved, the FC interface is converted like a kernel, and every other tensor is
 copied. `downscale_state_dict` is its inverse (`msurg shrink --weights`). The data-driven
 refinements that close most of the accuracy dip after a grow (`recalibrate_bn`,
-`fit_least_squares`) live in `modelsurgery.calibrate`; they are importable from here too.
+`fit_least_squares`) live in `modelsurgery.calibrate`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+import warnings
 from typing import Mapping
 
 import torch
 import torch.nn as nn
 
-from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_METHOD, FC_MODES, METHODS
-from .errors import CheckpointError, ConversionError, InputSizeError, PlanError
+from .analysis import analyze, flatten_source_hw, meta_copy
+from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_UPSCALE, FC_MODES, UPSCALES
+from .deprecation import moved
+from .errors import CheckpointError, ConversionError, InputSizeError, PlanError, first_line
 from .layers import set_module
 from .plan import ConvSite, Plan
-from .resize import pad_fc_gaussian, resize_fc, resize_kernel
-from .trace import analyze, first_line, flatten_source_hw, meta_copy
+from .resize.fc import pad_fc_gaussian, resize_fc
+from .resize.kernels import resize_kernel
+from .statedict import with_versions
 
-__all__ = ["METHODS", "DEFAULT_METHOD", "FC_MODES", "grow", "plan_at", "grow_size", "downscale_state_dict",
-           "with_versions", "recalibrate_bn", "fit_least_squares"]
+__all__ = ["grow", "plan_at", "grow_size", "downscale_state_dict"]
 
 
 def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None = None,
-         method: str = DEFAULT_METHOD, fc: str = DEFAULT_FC, seed: int = 0,
-         model: nn.Module | None = None) -> tuple[dict[str, torch.Tensor], Plan]:
+         upscale: str = DEFAULT_UPSCALE, fc: str = DEFAULT_FC, seed: int = 0,
+         model: nn.Module | None = None, method: str | None = None) -> tuple[dict[str, torch.Tensor], Plan]:
     """Convert a pre-train state_dict into the target's: upscale kernels, convert the FC interface.
 
     Every changed conv in `plan` is resized to its target kernel with `resize.resize_kernel`
     (amplitude ÷s², de Gusmão et al. 2016, §3.3.1). The FC interface is resized like a kernel
-    (`fc="resize"`, with the same method; §3.3.2) or keeps its weights on a grid and is
+    (`fc="resize"`, with the same upscaling; §3.3.2) or keeps its weights on a grid and is
     Gaussian-padded (`fc="gaussian"`, Liu et al. 2016, §III-B, seeded by `seed`). Biases, norms, later Linears and every
     other tensor are copied. The input is not modified.
 
@@ -43,10 +45,11 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
         plan: the shrink plan, form "pretrain".
         to: target input size; default `plan.target_size`. A different size re-measures the
             feature maps (and the H×W of a flatten->Linear interface) on the target model.
-        method: kernel upscaling, "bilinear", "pinv" or "replicate" (integer factors only).
+        upscale: kernel upscaling, "bilinear", "pinv" or "replicate" (integer factors only).
         fc: "resize" or "gaussian".
         seed: seed for `fc="gaussian"`.
         model: a fresh target instance; needed only for custom models when `to` differs.
+        method: the old name of `upscale` (deprecated).
 
     Returns:
         (target state_dict, plan with form "target" and target_size `to`).
@@ -62,8 +65,9 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
         >>> state, big_plan = grow(small.state_dict(), plan)
         >>> timm.create_model("resnet18", num_classes=10).load_state_dict(state)
     """
-    if method not in METHODS:
-        raise ConversionError(f"unknown grow method {method!r}. Hint: use one of {', '.join(METHODS)}")
+    upscale = _renamed("method", method, "upscale", upscale)
+    if upscale not in UPSCALES:
+        raise ConversionError(f"unknown grow method {upscale!r}. Hint: use one of {', '.join(UPSCALES)}")
     if fc not in FC_MODES:
         raise ConversionError(f"unknown fc mode {fc!r}. Hint: use one of {', '.join(FC_MODES)}")
     if plan.form != "pretrain":
@@ -75,7 +79,7 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
     for site in plan.convs:
         if site.changed:
             key = f"{site.name}.weight"
-            grown[key] = _named(key, lambda: resize_kernel(state_dict[key], tuple(site.kernel), method))
+            grown[key] = _named(key, lambda: resize_kernel(state_dict[key], tuple(site.kernel), upscale))
     gen = torch.Generator().manual_seed(seed)
     for small, big in zip(plan.fcs, target.fcs):
         key = f"{small.name}.weight"
@@ -83,28 +87,17 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
         if fc == "gaussian":
             grown[key] = _named(key, lambda: pad_fc_gaussian(state_dict[key], chw, tuple(big.hw), generator=gen))
         else:
-            grown[key] = _named(key, lambda: resize_fc(state_dict[key], chw, tuple(big.hw), method))
+            grown[key] = _named(key, lambda: resize_fc(state_dict[key], chw, tuple(big.hw), upscale))
     return with_versions({k: grown[k] if k in grown else v.clone() for k, v in state_dict.items()}, state_dict), target
 
 
-def with_versions(state: Mapping[str, torch.Tensor], *sources) -> OrderedDict:
-    """`state` as an OrderedDict with module versions (`_metadata`), as `nn.Module.state_dict()` gives.
 
-    A few modules refuse a state_dict without their version (torchvision's MNASNet raises
-    ValueError), and safetensors files, like any plain dict, carry none. `state`'s own versions
-    are kept; else those of the first source that has them: a state_dict, or a module built
-    from the same code (its own versions).
-
-    Example:
-        >>> net.load_state_dict(with_versions(load_file("big.safetensors"), net))
-    """
-    out = OrderedDict(state)
-    for source in (state, *sources):
-        versions = getattr(source.state_dict() if isinstance(source, nn.Module) else source, "_metadata", None)
-        if versions is not None:
-            out._metadata = versions
-            break
-    return out
+def _renamed(old: str, old_value, new: str, value):
+    """`value`, or `old_value` with a DeprecationWarning when the caller used the keyword's old name."""
+    if old_value is None:
+        return value
+    warnings.warn(f"grow's {old}= is deprecated: pass {new}=", DeprecationWarning, stacklevel=3)
+    return old_value
 
 
 def _named(key: str, convert):
@@ -244,11 +237,8 @@ def downscale_state_dict(state: Mapping[str, torch.Tensor], plan: Plan, *,
     return out
 
 
-def __getattr__(name: str):
-    # The calibration functions moved to `modelsurgery.calibrate`, which sits above grow (it
-    # traces and runs networks); loading it on first use keeps their old import path.
-    if name in ("recalibrate_bn", "fit_least_squares"):
-        from . import calibrate
 
-        return getattr(calibrate, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved(__name__, {"recalibrate_bn": "modelsurgery.calibrate", "fit_least_squares": "modelsurgery.calibrate",
+                               "with_versions": "modelsurgery.statedict", "METHODS": "modelsurgery.constants:UPSCALES",
+                               "DEFAULT_METHOD": "modelsurgery.constants:DEFAULT_UPSCALE",
+                               "FC_MODES": "modelsurgery.constants"})

@@ -32,8 +32,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from .errors import CheckpointError
-from .trace import first_line
+from .errors import CheckpointError, first_line
 
 __all__ = ["StoredWeights", "WeightsRead", "read_torch", "pick_weights", "wrapper_prefix", "SAFE_GLOBALS",
            "WEIGHT_KEYS", "EMA_KEYS"]

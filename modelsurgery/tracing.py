@@ -1,6 +1,6 @@
 """fx tracing with timm's leaf modules and autowrap functions, in eval or train mode.
 
-`trace` gives the GraphModule that the analyses in `modelsurgery.trace` read; `trace_covering`
+`trace` gives the GraphModule that the analyses in `modelsurgery.analysis` read; `trace_covering`
 also covers layers that run only in train mode (auxiliary classifiers).
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch.fx as fx
 import torch.nn as nn
 
-from .errors import UnsupportedLayerError
+from .errors import UnsupportedLayerError, first_line
 
-__all__ = ["trace", "trace_covering", "first_line"]
+__all__ = ["trace", "trace_covering"]
 
 
 def _timm_leaves() -> tuple[set[type], set]:
@@ -33,15 +33,6 @@ class _Tracer(fx.Tracer):
             return True
         return super().is_leaf_module(m, qualname)
 
-
-def first_line(err: BaseException, limit: int = 200) -> str:
-    """The first line of an error's message, at most `limit` characters; its type's name when empty.
-
-    Library errors quote what went wrong below them in one line (torch.load on an empty file, for
-    one, raises with no message at all).
-    """
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else type(err).__name__)[:limit]
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
