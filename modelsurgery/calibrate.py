@@ -29,7 +29,7 @@ from .errors import ConversionError
 from .layers import DYNAMIC_PAD_CONVS
 from .plan import Plan
 from .progress import bar
-from .trace import trace
+from .tracing import trace
 
 __all__ = ["recalibrate_bn", "fit_least_squares"]
 

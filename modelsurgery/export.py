@@ -73,7 +73,8 @@ def export_onnx(model: nn.Module, path, *, input_size: int, in_chans: int = 3, o
         >>> export_onnx(small, "small.onnx", input_size=plan.input_size)["max_abs_error"] < 1e-4
         True
     """
-    from .checkpoint import check_output, warn_nonfinite
+    from .checkpoint import warn_nonfinite
+    from .paths import check_output
 
     check_output(path, force)  # fail before the slow part, and again at the atomic rename
     warn_nonfinite(model.state_dict(), f"{type(model).__name__} weights")

@@ -16,16 +16,18 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .constants import DEFAULT_EVEN_PADDING, EVEN_PADDINGS
+from .deprecation import moved
 from .errors import InputSizeError, KernelMapError, UnsupportedLayerError
 from .layers import fit_to, set_conv_padding, set_module
 from .plan import ConvSite, FCSite, ModelSource, Plan, Resample
-from .policy import (TABLE1, conv_pair, decide_kernel, map_kernel, parse_kernel_map, pretrain_input_size,  # noqa: F401
-                     small_padding, target_padding)
-from .trace import (SIZE_ATTRS, Analysis, analyze, first_line, flatten_source_hw, meta_copy, trace_covering,
-                    warn_skipped)
+from .constants import TABLE1
+from .policy import (conv_pair, decide_kernel, map_kernel, parse_kernel_map, pretrain_input_size, small_padding,
+                     target_padding)
+from .analysis import SIZE_ATTRS, Analysis, analyze, flatten_source_hw, meta_copy, warn_skipped
+from .errors import first_line
+from .tracing import trace_covering
 
-__all__ = ["TABLE1", "parse_kernel_map", "map_kernel", "plan_shrink", "apply_plan", "shrink", "downscale_state_dict",
-           "pretrain_input_size"]
+__all__ = ["plan_shrink", "apply_plan", "shrink"]
 
 
 
@@ -350,11 +352,6 @@ def _first_conv_in_chans(model: nn.Module) -> int:
     return conv.in_channels if conv is not None else 3
 
 
-def __getattr__(name: str):
-    # `downscale_state_dict` (grow's inverse) lives beside grow; this keeps its old import path
-    # without an import edge from shrink to grow.
-    if name == "downscale_state_dict":
-        from .grow import downscale_state_dict
 
-        return downscale_state_dict
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# `downscale_state_dict` (grow's inverse) lives beside grow, the kernel policy in `policy`.
+__getattr__ = moved(__name__, {"downscale_state_dict": "modelsurgery.grow"})

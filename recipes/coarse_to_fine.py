@@ -19,9 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelsurgery.methods import CoarseToFine, MethodError, check_stages
+from modelsurgery.errors import MethodError
+from modelsurgery.methods.coarse_to_fine import CoarseToFine, check_stages
 from modelsurgery.nets import C2FNet
-from modelsurgery.train import RecipeConfig, parse_config, run_recipe, summarize, train_method
+from modelsurgery.recipes_kit.accuracy import summarize
+from modelsurgery.recipes_kit.config import parse_config
+from modelsurgery.recipes_kit.recipe import RecipeConfig, run_recipe
+from modelsurgery.recipes_kit.runs import train_method
 
 METHOD = "coarse_to_fine"
 

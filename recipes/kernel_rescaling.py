@@ -42,9 +42,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from modelsurgery.methods import Compose, KernelRescaling, LowMode
-from modelsurgery.train import (Hold, NetworkConfig, Rewarm, dist_info, frontier_reading, loss_jump, parse_config,
-                                run_recipe, summarize, train_method)
+from modelsurgery.methods.base import Compose
+from modelsurgery.methods.kernel_rescaling import KernelRescaling
+from modelsurgery.methods.low_mode import LowMode
+from modelsurgery.recipes_kit.accuracy import loss_jump, summarize
+from modelsurgery.recipes_kit.config import parse_config
+from modelsurgery.recipes_kit.recipe import NetworkConfig, run_recipe
+from modelsurgery.recipes_kit.results import frontier_reading
+from modelsurgery.recipes_kit.runs import train_method
+from modelsurgery.train.dist import dist_info
+from modelsurgery.train.schedules import Hold, Rewarm
 
 METHOD = "kernel_rescaling"
 

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelsurgery.methods import LowMode
-from modelsurgery.train import NetworkConfig, parse_config, run_recipe, summarize, train_method
+from modelsurgery.methods.low_mode import LowMode
+from modelsurgery.recipes_kit.accuracy import summarize
+from modelsurgery.recipes_kit.config import parse_config
+from modelsurgery.recipes_kit.recipe import NetworkConfig, run_recipe
+from modelsurgery.recipes_kit.runs import train_method
 
 METHOD = "low_mode"
 

@@ -25,8 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelsurgery.methods import ProgressiveResizing
-from modelsurgery.train import NetworkConfig, parse_config, run_recipe, summarize, train_method
+from modelsurgery.methods.progressive_resizing import ProgressiveResizing
+from modelsurgery.recipes_kit.accuracy import summarize
+from modelsurgery.recipes_kit.config import parse_config
+from modelsurgery.recipes_kit.recipe import NetworkConfig, run_recipe
+from modelsurgery.recipes_kit.runs import train_method
 
 METHOD = "progressive_resizing"
 

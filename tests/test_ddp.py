@@ -32,8 +32,11 @@ def make_net(width: int) -> nn.Module:
 
 
 def worker(out: Path) -> None:
-    from modelsurgery.train import (MultiStep, TensorLoader, Trainer, cleanup_distributed,
-                                    load_fashion_mnist, seed_everything, setup_distributed)
+    from modelsurgery.images import load_fashion_mnist
+    from modelsurgery.train.dist import cleanup_distributed, seed_everything, setup_distributed
+    from modelsurgery.train.loader import TensorLoader
+    from modelsurgery.train.loop import Trainer
+    from modelsurgery.train.schedules import MultiStep
 
     torch.set_num_threads(1)
     info = setup_distributed()

@@ -44,7 +44,7 @@ MSURG = Path(sys.executable).with_name("msurg")
 
 def _has_grow() -> bool:
     try:
-        from modelsurgery.convert import grow_file  # noqa: F401
+        from modelsurgery.files import grow_file  # noqa: F401
         import modelsurgery.grow  # noqa: F401
     except ImportError:
         return False

@@ -32,7 +32,8 @@ from modelsurgery import export as export_mod  # noqa: E402
 from modelsurgery.checkpoint import load, save  # noqa: E402
 from modelsurgery.cli import cli  # noqa: E402
 from modelsurgery.errors import OutputExistsError  # noqa: E402
-from modelsurgery.export import ATOL, RTOL, ExportError, export_onnx  # noqa: E402
+from modelsurgery.errors import ExportError  # noqa: E402
+from modelsurgery.export import ATOL, RTOL, export_onnx  # noqa: E402
 from modelsurgery.layers import PaddedConv  # noqa: E402
 from modelsurgery.shrink import shrink  # noqa: E402
 from modelsurgery.zoo import build  # noqa: E402
@@ -258,7 +259,7 @@ def test_existing_output_needs_force(tmp_path, tiny):
 
 def test_export_file_reports_what_the_cli_prints(tmp_path, test_resnet_files):
     from modelsurgery.cli import format_report
-    from modelsurgery.convert import FileReport, export_file
+    from modelsurgery.files import FileReport, export_file
 
     ckpt = test_resnet_files / "small.safetensors"
     report = export_file(ckpt, tmp_path / "r.onnx")

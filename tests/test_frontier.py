@@ -323,7 +323,7 @@ def test_quick_frontier_runs_end_to_end(tmp_path):
 # ---- what the README's first command tells a newcomer ---------------------------------------------
 
 def test_frontier_reading_reports_the_headline_point_and_its_verdict(tmp_path):
-    from modelsurgery.train import frontier_reading
+    from modelsurgery.recipes_kit.results import frontier_reading
 
     point = lambda epochs, acc, verdict, saving: {"epochs": epochs, "seeds": [0, 1, 2], "acc_mean": acc,  # noqa: E731
                                                   "acc_std": 0.0012, "saving_at_equal_acc": saving,

@@ -21,10 +21,13 @@ from modelsurgery.checkpoint import META_FORM, META_PLAN, read_state_dict  # noq
 from modelsurgery.cli import cli  # noqa: E402
 from modelsurgery.errors import (CheckpointError, ConversionError, InputSizeError, PlanError,  # noqa: E402
                                  UnknownModelError)
-from modelsurgery.grow import DEFAULT_METHOD, fit_least_squares, grow, recalibrate_bn  # noqa: E402
+from modelsurgery.calibrate import fit_least_squares, recalibrate_bn  # noqa: E402
+from modelsurgery.constants import DEFAULT_UPSCALE  # noqa: E402
+from modelsurgery.grow import grow  # noqa: E402
 from modelsurgery.plan import Plan  # noqa: E402
 from modelsurgery.shrink import shrink  # noqa: E402
-from modelsurgery.train.data import TensorLoader, load_fixture_fashion_mnist, resize_images  # noqa: E402
+from modelsurgery.images import load_fixture_fashion_mnist, resize_images  # noqa: E402
+from modelsurgery.train.loader import TensorLoader  # noqa: E402
 from modelsurgery.zoo import rebuild  # noqa: E402
 
 from .overfeat import OverFeatFast  # noqa: E402
@@ -93,7 +96,7 @@ def test_grow_upscales_planned_kernels_and_copies_everything_else(r18, method):
 
 def test_default_method_is_pinv(r18):
     small, plan = r18
-    assert DEFAULT_METHOD == "pinv"
+    assert DEFAULT_UPSCALE == "pinv"
     default, _ = grow(small.state_dict(), plan)
     pinv, _ = grow(small.state_dict(), plan, method="pinv")
     assert all(torch.equal(default[k], pinv[k]) for k in default)
@@ -389,7 +392,7 @@ def test_cli_grow_writes_a_target_that_loads_into_the_stock_model(resnet18_ckpt,
 
 def test_grow_file_returns_the_report_the_cli_prints(resnet18_ckpt, tmp_path):
     from modelsurgery.cli import format_report
-    from modelsurgery.convert import Fidelity, FileReport, grow_file
+    from modelsurgery.files import Fidelity, FileReport, grow_file
 
     out = tmp_path / "big.safetensors"
     report = grow_file(resnet18_ckpt, out, method="bilinear", fc="gaussian")

@@ -18,7 +18,7 @@ from click.testing import CliRunner  # noqa: E402
 
 import modelsurgery  # noqa: E402
 from modelsurgery.cli import cli, format_info  # noqa: E402
-from modelsurgery.convert import describe_file  # noqa: E402
+from modelsurgery.describe import describe_file  # noqa: E402
 from tests.test_checkpoint_layouts import EMA, LAYOUTS, MODEL, WEIGHTS  # noqa: E402
 
 

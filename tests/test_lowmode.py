@@ -25,16 +25,10 @@ import torchvision
 from torch import nn
 
 from modelsurgery.errors import InputSizeError, SurgeryError, UnsupportedLayerError
-from modelsurgery.lowmode import (
-    LowModeError,
-    LowModeSchedule,
-    downsample_input,
-    low_kernel_size,
-    low_mode,
-    pool_kernel,
-    select_convs,
-    stem_pool,
-)
+from modelsurgery.errors import LowModeError
+from modelsurgery.lowmode.forward import low_mode, select_convs, stem_pool
+from modelsurgery.lowmode.kernel import downsample_input, low_kernel_size, pool_kernel
+from modelsurgery.lowmode.schedule import LowModeSchedule
 
 # Sum-pool matrices of T for r = 2, one row per low-mode tap: 3 → 1 pools all three taps;
 # 5 → 3 is a 2-tap pool with stride 2 and the padding tap after; 7 → 3 is a 3-tap pool padded

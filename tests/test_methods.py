@@ -19,8 +19,11 @@ import torch.nn.functional as F
 
 import modelsurgery.methods
 from modelsurgery.errors import LowModeError, MethodError, SurgeryError
-from modelsurgery.methods import (CoarseToFine, Compose, KernelRescaling, LowMode, Method, ProgressiveResizing,
-                                  grow_c2f)
+from modelsurgery.methods.base import Compose, Method
+from modelsurgery.methods.coarse_to_fine import CoarseToFine, grow_c2f
+from modelsurgery.methods.kernel_rescaling import KernelRescaling
+from modelsurgery.methods.low_mode import LowMode
+from modelsurgery.methods.progressive_resizing import ProgressiveResizing
 from modelsurgery.nets import C2FNet, FashionResNet
 
 EXAMPLE_MARKER = "Example: kernel rescaling in a plain PyTorch loop"
@@ -301,7 +304,8 @@ def test_carry_momentum_copies_unconverted_buffers_and_skips_missing_ones():
 
 
 def test_trainer_replace_model_carries_momentum_through_the_converter():
-    from modelsurgery.train import MultiStep, Trainer
+    from modelsurgery.train.loop import Trainer
+    from modelsurgery.train.schedules import MultiStep
 
     kr, small, _ = _stepped_pretrain()
     loader = [(torch.randn(8, 1, 19, 19), torch.randint(0, 10, (8,))) for _ in range(2)]

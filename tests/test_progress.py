@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from modelsurgery.cli import cli
-from modelsurgery.convert import export_file, grow_file
+from modelsurgery.files import export_file, grow_file
 from modelsurgery.progress import bar, on_terminal, stages
 
 

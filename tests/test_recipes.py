@@ -1,4 +1,4 @@
-"""The recipes (recipes/*.py), their shared plumbing (modelsurgery.train) and the benchmark.
+"""The recipes (recipes/*.py), their shared plumbing (modelsurgery.recipes_kit) and the benchmark.
 
 Every recipe runs for a few iterations on the committed fixture data with tiny networks; the
 tests check what it writes (results JSON, per-epoch logs, plot, checkpoint) and what it did
@@ -25,9 +25,12 @@ import recipes.low_mode as lm
 import recipes.progressive_resizing as pr
 from modelsurgery.errors import OutputExistsError
 from modelsurgery.nets import C2FNet, FashionResNet
-from modelsurgery.train import DatasetError, ramp_size
-from modelsurgery.train.report import (compare, format_table, load_dataset, parse_config, prepare_out,
-                                       time_to_accuracy)
+from modelsurgery.errors import DatasetError
+from modelsurgery.methods.progressive_resizing import ramp_size
+from modelsurgery.images import load_dataset
+from modelsurgery.recipes_kit.accuracy import compare, format_comparison, time_to_accuracy
+from modelsurgery.recipes_kit.config import parse_config
+from modelsurgery.recipes_kit.runs import prepare_out
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,7 +255,7 @@ def test_time_to_accuracy_and_comparison():
     assert rows[0]["saved"] == 0.0 and rows[1]["saved"] == pytest.approx(0.4)
     assert rows[2]["time_to_target"] is None and rows[2]["saved"] is None
     assert fast["target_acc"] == 0.90 and fast["epoch_to_target"] == 3
-    table = format_table(rows)
+    table = format_comparison(rows)
     assert "not reached" in table and "+40.0%" in table and "90.00%" in table
 
 

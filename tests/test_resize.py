@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from modelsurgery.errors import ConversionError
-from modelsurgery.resize import (downscale, pad_fc_gaussian, resize_fc, resize_kernel, upscale_bilinear, upscale_pinv,
-                                 upscale_replicate, widen, widen_norm)
+from modelsurgery.resize.channels import widen, widen_norm
+from modelsurgery.resize.fc import pad_fc_gaussian, resize_fc
+from modelsurgery.resize.kernels import downscale, resize_kernel, upscale_bilinear, upscale_pinv, upscale_replicate
 
 EXACT = {torch.float32: 1e-6, torch.float64: 1e-12}
 PAPER_PAIRS = [(2, 3), (3, 5), (5, 7), (7, 11)]  # de Gusmão et al. 2016, Table 1 (pre-train k', target k)

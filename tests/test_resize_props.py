@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelsurgery.resize import (downscale, pad_fc_gaussian, resize_fc, resize_kernel, upscale_bilinear, upscale_pinv,
-                                 upscale_replicate, widen)
+from modelsurgery.resize.channels import widen
+from modelsurgery.resize.fc import pad_fc_gaussian, resize_fc
+from modelsurgery.resize.kernels import downscale, resize_kernel, upscale_bilinear, upscale_pinv, upscale_replicate
 
 SETTINGS = settings(max_examples=40, deadline=None)
 EXACT = {torch.float32: 1e-6, torch.float64: 1e-12}

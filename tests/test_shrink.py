@@ -18,7 +18,8 @@ from modelsurgery.cli import cli  # noqa: E402
 from modelsurgery.cost import cost_table  # noqa: E402
 from modelsurgery.errors import InputSizeError, KernelMapError, UnknownModelError  # noqa: E402
 from modelsurgery.plan import Plan  # noqa: E402
-from modelsurgery.shrink import apply_plan, parse_kernel_map, shrink  # noqa: E402
+from modelsurgery.policy import parse_kernel_map  # noqa: E402
+from modelsurgery.shrink import apply_plan, shrink  # noqa: E402
 from modelsurgery.zoo import build  # noqa: E402
 
 from .overfeat import OverFeatFast  # noqa: E402
@@ -296,7 +297,8 @@ def test_load_custom_model_needs_instance(tmp_path):
 
 
 def test_shrink_weights_downscales_target(tmp_path):
-    from modelsurgery.resize import downscale, resize_fc
+    from modelsurgery.resize.fc import resize_fc
+    from modelsurgery.resize.kernels import downscale
 
     target, _ = build("torchvision:alexnet", num_classes=10)
     torch.save(target.state_dict(), tmp_path / "t.pth")
@@ -336,7 +338,7 @@ def test_cli_shrink_writes_pretrain_file(tmp_path):
 
 def test_shrink_to_file_returns_the_report_the_cli_prints(tmp_path):
     from modelsurgery.cli import format_report
-    from modelsurgery.convert import FileReport, shrink_to_file
+    from modelsurgery.files import FileReport, shrink_to_file
 
     out = tmp_path / "a.safetensors"
     report = shrink_to_file("test_resnet", out, num_classes=10)

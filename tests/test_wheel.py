@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-import modelsurgery.train.data as data
+import modelsurgery.images as data
 from modelsurgery.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_calibrate_fixture_outside_a_checkout_fails_before_writing(resnet18_ckpt
 def test_git_revision_only_for_a_package_in_a_checkout(tmp_path, monkeypatch):
     import subprocess
 
-    from modelsurgery.train import results
+    from modelsurgery.recipes_kit import results
 
     repo = tmp_path / "project"  # someone's repository, with a virtual environment inside it
     repo.mkdir()
@@ -71,5 +71,5 @@ def test_git_revision_only_for_a_package_in_a_checkout(tmp_path, monkeypatch):
     site = repo / ".venv" / "lib" / "site-packages"
     (site / "modelsurgery" / "train").mkdir(parents=True)
     assert results.git_revision(site) not in ("", "unknown")  # what the old default reported
-    monkeypatch.setattr(results, "__file__", str(site / "modelsurgery" / "train" / "results.py"))
+    monkeypatch.setattr(results, "__file__", str(site / "modelsurgery" / "recipes_kit" / "results.py"))
     assert results.git_revision() == "unknown"  # a pip-installed copy has no revision of its own

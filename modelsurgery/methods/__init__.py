@@ -12,11 +12,11 @@ hooks that `modelsurgery.train.Trainer` calls (`on_epoch_start`, `step_context`,
 - `CoarseToFine` (Liu et al. 2016): 8 → 16 → 32 px, the network grown at each stage (`grow_c2f`);
 - `Compose`: several at once (e.g. kernel rescaling with low mode after the grow, or with
   `ProgressiveResizing(..., form="pretrain")` ramping the pre-train phase's input size);
-- `carry_momentum`: SGD momentum carried across a grow through the weights' linear map.
+- `carry_momentum`: SGD momentum carried across a grow through the weights' linear map
+  (`modelsurgery.momentum`).
 
-With the Trainer, pass the hooks: `Trainer(kr.model, train, val, schedule=s, form=kr.form,
-plan=kr.plan, on_epoch_start=[kr.on_epoch_start], step_context=kr.step_context)` and, when
-resuming, `modelsurgery.train.fit(trainer, epochs, resume=True, restore=kr.restore)`.
+With the Trainer, pass the methods: `Trainer(kr.model, train, val, schedule=s, form=kr.form,
+plan=kr.plan, methods=[kr])` calls every hook, `restore` included when it resumes.
 
 Example: kernel rescaling in a plain PyTorch loop, no Trainer and no recipe.
 
@@ -46,12 +46,12 @@ Example: kernel rescaling in a plain PyTorch loop, no Trainer and no recipe.
 """
 
 from ..errors import MethodError
+from ..momentum import carry_momentum, momentum_buffers
 from .base import Compose, Method
 from .coarse_to_fine import CoarseToFine, check_stages, grow_c2f
 from .kernel_rescaling import KernelRescaling, grow_into
 from .low_mode import LowMode
-from .momentum import carry_momentum, momentum_buffers
-from .progressive_resizing import ProgressiveResizing
+from .progressive_resizing import ProgressiveResizing, ramp_size
 
 __all__ = ["Method", "Compose", "MethodError", "KernelRescaling", "LowMode", "ProgressiveResizing", "CoarseToFine",
-           "grow_into", "grow_c2f", "check_stages", "carry_momentum", "momentum_buffers"]
+           "grow_into", "grow_c2f", "check_stages", "carry_momentum", "momentum_buffers", "ramp_size"]

@@ -24,9 +24,11 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from ..errors import MethodError
-from ..grow import recalibrate_bn
+from ..calibrate import recalibrate_bn
 from ..nets import C2FNet
-from ..resize import pad_fc_gaussian, resize_kernel, upscale_replicate, widen, widen_norm
+from ..resize.channels import widen, widen_norm
+from ..resize.fc import pad_fc_gaussian
+from ..resize.kernels import resize_kernel, upscale_replicate
 from .base import Method, check_int
 
 __all__ = ["CoarseToFine", "grow_c2f", "check_stages"]

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 import itertools
 from typing import Any, Iterable, Mapping
 
@@ -23,8 +24,10 @@ import torch
 from torch import nn
 
 from ..errors import MethodError
-from ..grow import METHODS, fit_least_squares, plan_at, recalibrate_bn
+from ..calibrate import fit_least_squares, recalibrate_bn
+from ..constants import UPSCALES
 from ..grow import grow as grow_state_dict
+from ..grow import plan_at
 from ..plan import Plan
 from ..shrink import shrink
 from .base import Method, check_choice, check_int
@@ -32,21 +35,23 @@ from .base import Method, check_choice, check_int
 __all__ = ["KernelRescaling", "grow_into"]
 
 
-def grow_into(pretrain: nn.Module, plan: Plan, target: nn.Module, *, method: str = "pinv",
+def grow_into(pretrain: nn.Module, plan: Plan, target: nn.Module, *, upscale: str = "pinv",
               calibration: Iterable[torch.Tensor] | None = None,
-              fit_images: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[nn.Module, Plan]:
+              fit_images: tuple[torch.Tensor, torch.Tensor] | None = None,
+              method: str | None = None) -> tuple[nn.Module, Plan]:
     """`pretrain`'s weights grown into a copy of `target`, refined on training images.
 
     Args:
         pretrain: the trained pre-train network (not modified).
         plan: its shrink plan (form "pretrain").
         target: a network of the target architecture (not modified; a copy gets the weights).
-        method: kernel upscaling: "pinv", "bilinear" or "replicate" (`modelsurgery.grow`).
+        upscale: kernel upscaling: "pinv", "bilinear" or "replicate" (`modelsurgery.grow`).
         calibration: normalised image batches at the target size; BatchNorm statistics are
             re-measured on them (`recalibrate_bn`). None keeps the pre-train's statistics.
         fit_images: (small, big), the same normalised images at the pre-train and the target
             size; every grown kernel is then re-fitted to reproduce its pre-train layer
             (`fit_least_squares`) before the recalibration.
+        method: the old name of `upscale` (deprecated).
 
     Returns:
         (the grown network on `pretrain`'s device and in its training mode, the target plan).
@@ -55,7 +60,10 @@ def grow_into(pretrain: nn.Module, plan: Plan, target: nn.Module, *, method: str
         >>> small, plan = modelsurgery.shrink(target, target_size=28)
         >>> grown, target_plan = grow_into(small, plan, target, calibration=[x for x, _ in batches])
     """
-    state, target_plan = grow_state_dict(pretrain.state_dict(), plan, method=method)
+    if method is not None:
+        warnings.warn("grow_into's method= is deprecated: pass upscale=", DeprecationWarning, stacklevel=2)
+        upscale = method
+    state, target_plan = grow_state_dict(pretrain.state_dict(), plan, upscale=upscale)
     grown = copy.deepcopy(target).train()
     grown.load_state_dict(state, strict=True)
     grown.to(next(iter(state.values())).device)
@@ -109,7 +117,7 @@ class KernelRescaling(Method):
                                       "e.g. two before the first LR drop")
         if pretrain_size is not None:
             check_int("pretrain_size", pretrain_size, 1, "pass None for the default, target_size / s")
-        self.grow_method = check_choice("grow_method", grow_method, METHODS)
+        self.grow_method = check_choice("grow_method", grow_method, UPSCALES)
         self.lstsq = check_int("lstsq", lstsq, 0, "pass a number of images, or 0 for no least-squares fit")
         self.recalibrate = check_int("recalibrate", recalibrate, 0, "pass a number of images, or 0 for none")
         if not isinstance(carry_momentum, bool):
@@ -136,7 +144,7 @@ class KernelRescaling(Method):
         `calibration` holds normalised batches at `target_size` for the BatchNorm recalibration
         (None: none), `fit_images` the (small, big) images of the least-squares fit (None: off).
         """
-        grown, self.target_plan = grow_into(model, self.plan, self._target, method=self.grow_method,
+        grown, self.target_plan = grow_into(model, self.plan, self._target, upscale=self.grow_method,
                                             calibration=calibration, fit_images=fit_images)
         self.form = "target"
         return grown
@@ -147,7 +155,7 @@ class KernelRescaling(Method):
         Example:
             >>> opt = carry_momentum(small, opt, big, new_opt, kr.convert_state)
         """
-        return grow_state_dict(dict(tensors), self.plan, method=self.grow_method)[0]
+        return grow_state_dict(dict(tensors), self.plan, upscale=self.grow_method)[0]
 
     # ---- the Trainer's hooks ------------------------------------------------------------------
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:

@@ -15,7 +15,8 @@ from typing import Any, Callable, ContextManager, Sequence
 from torch import nn
 
 from ..errors import MethodError
-from ..lowmode import LowModeSchedule, low_mode
+from ..lowmode.forward import low_mode
+from ..lowmode.schedule import LowModeSchedule
 from .base import Method, check_choice, check_int
 
 __all__ = ["LowMode"]

@@ -5,7 +5,7 @@ one of three regimes; evaluation is always at the full size:
 
 - `fixed`:   `start_size` for the whole run (`start_size == size` is the plain baseline);
 - `gradual`: FFCV's ramp: `start_size` until `ramp_start`, then linear up to `size` at
-  `ramp_end`, each epoch's size rounded to a multiple of `multiple` (`schedules.ramp_size`);
+  `ramp_end`, each epoch's size rounded to a multiple of `multiple` (`ramp_size`);
 - `step`:    `start_size` until `step_epoch`, then `size` in one step.
 
 The functional core is `size_at(epoch)`, a pure function of the epoch.
@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import MethodError
-from ..train.schedules import ramp_size
 from .base import Method, check_choice, check_int
 
-__all__ = ["ProgressiveResizing", "REGIMES"]
+__all__ = ["ProgressiveResizing", "REGIMES", "ramp_size"]
 
 REGIMES = ("fixed", "gradual", "step")
 
@@ -88,3 +87,22 @@ class ProgressiveResizing(Method):
             return
         if trainer.size != self.size_at(epoch):
             trainer.set_input_size(self.size_at(epoch))
+
+
+def ramp_size(epoch: int, start: int, end: int, start_epoch: int, end_epoch: int,
+              multiple: int = 1) -> int:
+    """FFCV-style resolution ramp: `start` up to `start_epoch`, linear to `end` at
+    `end_epoch`, then `end`; in between rounded to the nearest multiple of `multiple`.
+
+    Example:
+        >>> [ramp_size(e, 160, 192, start_epoch=2, end_epoch=6, multiple=32) for e in range(8)]
+        [160, 160, 160, 160, 192, 192, 192, 192]
+        >>> [ramp_size(e, 8, 28, 0, 4, multiple=4) for e in range(6)]
+        [8, 12, 20, 24, 28, 28]
+    """
+    if epoch >= end_epoch:
+        return end
+    if epoch <= start_epoch:
+        return start
+    size = start + (end - start) * (epoch - start_epoch) / (end_epoch - start_epoch)
+    return max(multiple, int(size / multiple + 0.5) * multiple)

@@ -1,11 +1,12 @@
-"""The minimal training loop, its data and schedules, and the plumbing every recipe shares.
+"""The training loop any user can take: `Trainer(methods=[...])`, its data loader, schedules, state.
 
-- `loop`: `Trainer`; `data`: `TensorLoader` and the image readers; `schedules`: LR and
-  input-size schedules; `state`: training checkpoints; `dist`: devices, seeds, torchrun.
-- `datasets`: what `--data` names (one rule: fixture, IDX folder or ImageFolder), `load_dataset`,
-  `load_images`; `config`: `parse_config`; `runs`: run folders, `fit` with resume,
-  `train_method`, `train_baseline`; `results`: time to accuracy, `results.json`; `plots`;
-  `recipe`: `RecipeConfig` and `run_recipe`, the common part of `recipes/*.py`.
+- `loop`: `Trainer`, which calls its training methods' hooks (`modelsurgery.methods`);
+- `loader`: `TensorLoader` and `make_loaders` (the images come from `modelsurgery.images`);
+- `schedules`: LR schedules; `state`: training checkpoints; `dist`: devices, seeds, torchrun.
+
+What the recipes share beyond the loop (run folders, results JSON, plots, machine info, config
+parsing, `run_recipe`) lives in `modelsurgery.recipes_kit`; its names are still found here, with
+a DeprecationWarning.
 
 Example:
     >>> from modelsurgery.train import Trainer, TensorLoader, MultiStep, load_fashion_mnist
@@ -13,37 +14,45 @@ Example:
     >>> vx, vy = load_fashion_mnist("test", source="fixture")
     >>> train = TensorLoader(x, y, batch_size=128, size=16)
     >>> val = TensorLoader(vx, vy, batch_size=500, train=False, mean=train.mean, std=train.std)
-    >>> Trainer(model, train, val, schedule=MultiStep(0.1, (6,))).fit(8)
+    >>> Trainer(model, train, val, schedule=MultiStep(0.1, (6,)), methods=[LowMode(0.5)]).fit(8)
 """
 
+from ..deprecation import moved
 from ..errors import DatasetError, ScheduleError
-from .config import parse_config
-from .data import (DEFAULT_ROOT, FASHION_MNIST_CLASSES, TensorLoader, fixture_path, load_fashion_mnist,
-                   load_fixture_fashion_mnist, load_idx, load_image_folder, read_idx, resize_images)
-from .datasets import SOURCES, Dataset, data_source, load_dataset, load_images, make_loaders
+from ..images import (DEFAULT_ROOT, FASHION_MNIST_CLASSES, SOURCES, Dataset, data_source, fixture_path,
+                      load_dataset, load_fashion_mnist, load_fixture_fashion_mnist, load_idx, load_image_folder,
+                      load_images, read_idx, resize_images)
 from .dist import (DistInfo, barrier, cleanup_distributed, dist_info, pick_device, seed_everything,
                    setup_distributed)
+from .loader import TensorLoader, make_loaders
 from .loop import Trainer, param_groups
-from .plots import plot_panels, plot_runs
-from .recipe import NetworkConfig, RecipeConfig, run_recipe
-from .results import (FRONTIER, TOLERANCE, compare, finish, format_table, frontier_reading, git_revision, loss_jump,
-                      machine_info, summarize, time_to_accuracy, write_results)
-from .runs import default_out, fit, make_trainer, prepare_out, train_baseline, train_method
-from .schedules import Cosine, Hold, LRSchedule, MultiStep, Rewarm, WarmupStableDecay, ramp_size
-from .state import CheckpointInfo, load_training_checkpoint, read_checkpoint_info, save_training_checkpoint
+from .schedules import Cosine, Hold, LRSchedule, MultiStep, Rewarm, WarmupStableDecay
+from .state import TrainingCheckpointInfo, load_training_checkpoint, read_checkpoint_info, save_training_checkpoint
 
 __all__ = [
     "Trainer", "param_groups",
-    "TensorLoader", "DatasetError", "DEFAULT_ROOT", "FASHION_MNIST_CLASSES", "fixture_path",
+    "TensorLoader", "make_loaders", "DatasetError", "DEFAULT_ROOT", "FASHION_MNIST_CLASSES", "fixture_path",
     "load_fashion_mnist", "load_fixture_fashion_mnist", "load_idx", "load_image_folder",
-    "read_idx", "resize_images",
-    "SOURCES", "Dataset", "data_source", "load_images", "load_dataset", "make_loaders",
-    "MultiStep", "Cosine", "Hold", "Rewarm", "WarmupStableDecay", "LRSchedule", "ScheduleError", "ramp_size",
-    "CheckpointInfo", "save_training_checkpoint", "load_training_checkpoint", "read_checkpoint_info",
+    "read_idx", "resize_images", "SOURCES", "Dataset", "data_source", "load_images", "load_dataset",
+    "MultiStep", "Cosine", "Hold", "Rewarm", "WarmupStableDecay", "LRSchedule", "ScheduleError",
+    "TrainingCheckpointInfo", "save_training_checkpoint", "load_training_checkpoint", "read_checkpoint_info",
     "DistInfo", "setup_distributed", "cleanup_distributed", "dist_info", "barrier", "pick_device",
     "seed_everything",
-    "parse_config", "RecipeConfig", "NetworkConfig", "run_recipe",
-    "default_out", "prepare_out", "make_trainer", "fit", "train_method", "train_baseline",
-    "TOLERANCE", "time_to_accuracy", "loss_jump", "summarize", "compare", "format_table", "write_results", "git_revision",
-    "machine_info", "finish", "FRONTIER", "frontier_reading", "plot_runs", "plot_panels",
 ]
+
+_KIT = "modelsurgery.recipes_kit."
+_MOVED = {
+    "parse_config": _KIT + "config", "RecipeConfig": _KIT + "recipe", "NetworkConfig": _KIT + "recipe",
+    "run_recipe": _KIT + "recipe", "plot_runs": _KIT + "plots", "plot_panels": _KIT + "plots",
+    "machine_info": _KIT + "machine", "ramp_size": "modelsurgery.methods.progressive_resizing",
+    "CheckpointInfo": "modelsurgery.train.state:TrainingCheckpointInfo",
+    "format_table": _KIT + "accuracy:format_comparison",
+}
+_MOVED.update({name: _KIT + "runs" for name in ("default_out", "prepare_out", "make_trainer", "fit", "train_method",
+                                               "train_baseline")})
+_MOVED.update({name: _KIT + "accuracy" for name in ("TOLERANCE", "time_to_accuracy", "loss_jump", "summarize",
+                                                   "compare")})
+_MOVED.update({name: _KIT + "results" for name in ("FRONTIER", "finish", "frontier_reading", "git_revision",
+                                                  "write_results")})
+# The recipes' reporting moved out of the training loop's package.
+__getattr__ = moved(__name__, _MOVED)

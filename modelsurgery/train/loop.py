@@ -1,15 +1,21 @@
 """The training loop: one `Trainer`, small enough to read top to bottom.
 
-A recipe builds a model and two loaders, hands them to a `Trainer` with an LR schedule, and
-calls `fit(epochs)`. Everything a method needs to change mid-run goes through three hooks:
+A recipe builds a model and two loaders, hands them to a `Trainer` with an LR schedule and its
+training methods (`methods=[KernelRescaling(...), LowMode(...)]`, as Composer's trainer takes
+`algorithms=[...]`), and calls `fit(epochs)`. The Trainer calls each method's three hooks
+(`modelsurgery.methods.base.Method`); the keyword arguments `on_epoch_start=` and
+`step_context=` take plain functions with the same signatures, run before the methods':
 
-- `on_epoch_start(trainer, epoch)` callbacks run before each epoch. They may call
+- `on_epoch_start(trainer, epoch)` runs before each epoch. It may call
   `trainer.set_input_size(S)` (resolution schedules) or `trainer.replace_model(m, form=...)`
   (grow the pre-train network into the target). Write them as conditions on state
   (`if epoch >= switch and trainer.form == "pretrain"`), so they also hold after a resume.
 - `step_context(trainer, epoch, it)` may return a context manager that wraps the forward and
   backward of iteration `it` (e.g. `low_mode(trainer.model, 2)`), or None for a normal step.
   Wrapped iterations are counted and logged as mode "low" (all), "mixed" (some) or "full".
+  Several methods' contexts nest.
+- `restore(trainer, info)` runs in `load_checkpoint`, before the weights are read: it builds the
+  network the checkpoint holds (e.g. the grown target), so that a resume fits.
 - the schedule is a pure function of the fractional epoch (see `schedules`), so replacing the
   model or resuming keeps its position.
 
@@ -43,11 +49,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ..methods.base import Compose, Method
+from ..momentum import carry_momentum
 from ..plan import Plan
 from .dist import (all_reduce_sum, barrier, broadcast_buffers, mix_seed, pick_device, seed_everything,
                    setup_distributed)
 from .schedules import LRSchedule
-from .state import CheckpointInfo, load_training_checkpoint, save_training_checkpoint
+from .state import TrainingCheckpointInfo, load_training_checkpoint, read_checkpoint_info, save_training_checkpoint
 
 __all__ = ["Trainer", "param_groups"]
 
@@ -77,7 +85,8 @@ class Trainer:
         log_path: JSON-lines file, one record per epoch (appended; rank 0 only).
         checkpoint_path: if set, the training state is written there after every epoch.
         progress: tqdm bar; default on when stderr is a terminal. Always off on ranks > 0.
-        on_epoch_start: callbacks `f(trainer, epoch)` run before each epoch.
+        methods: training methods (`modelsurgery.methods`), whose hooks are called in order.
+        on_epoch_start: callbacks `f(trainer, epoch)` run before each epoch, before the methods'.
         step_context: `f(trainer, epoch, it)` returning a context manager or None.
         eval_size: evaluate at this size; default the current training size.
         form: "pretrain" or "target", logged and stored in checkpoints.
@@ -87,7 +96,9 @@ class Trainer:
             iterations (`loss_head`, `loss_tail`; 0: none), e.g. to read the loss jump at a grow.
 
     Example:
-        >>> trainer = Trainer(model, train, val, schedule=MultiStep(0.1, (6,)), log_path="log.jsonl")
+        >>> kr = KernelRescaling(FashionResNet(width=4), target_size=28, switch_epoch=6)
+        >>> trainer = Trainer(kr.model, train, val, schedule=MultiStep(0.1, (6,)), methods=[kr],
+        ...                   form=kr.form, plan=kr.plan, log_path="log.jsonl")
         >>> history = trainer.fit(8)
         >>> history[-1]["val_acc"]
         0.87
@@ -101,7 +112,7 @@ class Trainer:
                  step_context: StepContext | None = None, eval_size: int | None = None,
                  form: str = "target", plan: Plan | str | None = None,
                  device: str | torch.device | None = None, amp: bool | None = None,
-                 channels_last: bool | None = None, step_losses: int = 50):
+                 channels_last: bool | None = None, step_losses: int = 50, methods: Sequence[Method] = ()):
         self.dist = setup_distributed()
         self.device = torch.device(device) if device is not None else pick_device(self.dist.local_rank)
         on_cuda = self.device.type == "cuda"
@@ -117,6 +128,8 @@ class Trainer:
         self.progress = show and self.dist.is_main
         self.on_epoch_start = list(on_epoch_start)
         self.step_context = step_context
+        self.methods = list(methods)
+        self._hooks = Compose(_Keywords(), *self.methods)
         self.eval_size, self.form, self.plan = eval_size, form, plan
         self.step_losses = step_losses
         self.epoch, self.step, self.wall = 0, 0, 0.0   # epochs done, iterations done, seconds
@@ -148,8 +161,6 @@ class Trainer:
         groups = param_groups(model, self.weight_decay)
         self.optimizer = torch.optim.SGD(groups, lr=self.schedule(self.epoch), **self.sgd)
         if old is not None:
-            from ..methods.momentum import carry_momentum   # methods import train; not at the top
-
             carry_momentum(*old, model, self.optimizer, convert_momentum)
         self.form = form or self.form
         self.plan = plan if plan is not None else self.plan
@@ -166,8 +177,7 @@ class Trainer:
         while self.epoch < epochs:
             start = self._now()
             seed_everything(mix_seed(self.seed, self.epoch))   # the same on every rank
-            for callback in self.on_epoch_start:
-                callback(self, self.epoch)
+            self._hooks.on_epoch_start(self, self.epoch)
             callbacks = self._now() - start
             loss, low, lr = self._train_epoch()
             self.wall += self._now() - start
@@ -200,7 +210,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             x, y = self._to_device(x), y.to(self.device, non_blocking=True)
-            ctx = self.step_context(self, self.epoch, it) if self.step_context else None
+            ctx = self._hooks.step_context(self, self.epoch, it)
             wrapped += ctx is not None
             with ctx if ctx is not None else contextlib.nullcontext():
                 with self._autocast():
@@ -250,8 +260,10 @@ class Trainer:
                                      plan=self.plan, form=self.form, force=force)
         barrier()
 
-    def load_checkpoint(self, path: str | Path) -> CheckpointInfo:
-        """Resume from `path` into the current model (build the checkpoint's form first)."""
+    def load_checkpoint(self, path: str | Path) -> TrainingCheckpointInfo:
+        """Resume from `path`: the methods' `restore` builds the checkpoint's form, then its state is loaded."""
+        if self.methods:
+            self._hooks.restore(self, read_checkpoint_info(path))
         info = load_training_checkpoint(path, self.model, self.optimizer)
         state = info.train
         self.epoch, self.step, self.wall = state["epoch"], state["step"], state["wall"]
@@ -286,3 +298,14 @@ class Trainer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+class _Keywords(Method):
+    """The Trainer's `on_epoch_start=` and `step_context=` arguments as a method, read at each call."""
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        for callback in trainer.on_epoch_start:
+            callback(trainer, epoch)
+
+    def step_context(self, trainer: Trainer, epoch: int, it: int) -> ContextManager | None:
+        return trainer.step_context(trainer, epoch, it) if trainer.step_context else None

@@ -16,7 +16,7 @@ starts, so a frontier of budgets can branch off one run (warmup-stable-decay: Hu
 MiniCPM; Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training
 Durations").
 
-Input-size schedules (`ramp_size`) are plain functions of the epoch too.
+The input-size ramp (`methods.progressive_resizing.ramp_size`) is a plain function of the epoch too.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ..deprecation import moved
 from ..errors import ScheduleError
 
-__all__ = ["ScheduleError", "LRSchedule", "MultiStep", "Cosine", "Hold", "Rewarm", "WarmupStableDecay", "ramp_size"]
+__all__ = ["ScheduleError", "LRSchedule", "MultiStep", "Cosine", "Hold", "Rewarm", "WarmupStableDecay"]
 
 LRSchedule = Callable[[float], float]
 
@@ -213,20 +214,5 @@ class WarmupStableDecay:
         return (math.floor(self.decay_start),)
 
 
-def ramp_size(epoch: int, start: int, end: int, start_epoch: int, end_epoch: int,
-              multiple: int = 1) -> int:
-    """FFCV-style resolution ramp: `start` up to `start_epoch`, linear to `end` at
-    `end_epoch`, then `end`; in between rounded to the nearest multiple of `multiple`.
-
-    Example:
-        >>> [ramp_size(e, 160, 192, start_epoch=2, end_epoch=6, multiple=32) for e in range(8)]
-        [160, 160, 160, 160, 192, 192, 192, 192]
-        >>> [ramp_size(e, 8, 28, 0, 4, multiple=4) for e in range(6)]
-        [8, 12, 20, 24, 28, 28]
-    """
-    if epoch >= end_epoch:
-        return end
-    if epoch <= start_epoch:
-        return start
-    size = start + (end - start) * (epoch - start_epoch) / (end_epoch - start_epoch)
-    return max(multiple, int(size / multiple + 0.5) * multiple)
+# The input-size ramp is progressive resizing's own schedule.
+__getattr__ = moved(__name__, {"ramp_size": "modelsurgery.methods.progressive_resizing"})

@@ -30,18 +30,19 @@ from safetensors.torch import save_file
 
 from .. import __version__
 from ..checkpoint import META_FORM, META_PLAN, META_VERSION, atomic_write
+from ..deprecation import moved
 from ..errors import CheckpointError
 from ..plan import Plan
 
-__all__ = ["CheckpointInfo", "save_training_checkpoint", "load_training_checkpoint", "read_checkpoint_info"]
+__all__ = ["TrainingCheckpointInfo", "save_training_checkpoint", "load_training_checkpoint", "read_checkpoint_info"]
 
 PREFIX = "train_state/"
 TRAIN_KEY = "modelsurgery.train"
 
 
 @dataclass(frozen=True)
-class CheckpointInfo:
-    """What a training checkpoint says about itself.
+class TrainingCheckpointInfo:
+    """What a training checkpoint says about itself (`describe.CheckpointInfo` describes a surgery file).
 
     Attributes:
         form: "pretrain" or "target": which network the weights belong to.
@@ -90,7 +91,7 @@ def save_training_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), force=force)
 
 
-def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
+def read_checkpoint_info(path: str | os.PathLike) -> TrainingCheckpointInfo:
     """Read only the metadata (cheap): decide which model to build before resuming.
 
     Example:
@@ -103,7 +104,7 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
 
 def load_training_checkpoint(path: str | os.PathLike, model: torch.nn.Module | None = None,
                              optimizer: torch.optim.Optimizer | None = None,
-                             restore_rng: bool = True) -> CheckpointInfo:
+                             restore_rng: bool = True) -> TrainingCheckpointInfo:
     """Load weights into `model` (strict), state into `optimizer`, and the RNG states.
 
     Raises:
@@ -145,14 +146,14 @@ def _open_metadata(path: str | os.PathLike) -> dict[str, str]:
     return metadata
 
 
-def _info(path, metadata: dict[str, str]) -> CheckpointInfo:
-    return CheckpointInfo(form=metadata.get(META_FORM, "target"), plan=metadata.get(META_PLAN),
+def _info(path, metadata: dict[str, str]) -> TrainingCheckpointInfo:
+    return TrainingCheckpointInfo(form=metadata.get(META_FORM, "target"), plan=metadata.get(META_PLAN),
                           version=metadata.get(META_VERSION, "?"),
                           train=json.loads(metadata[TRAIN_KEY]))
 
 
 def _load_weights(path, model: torch.nn.Module, weights: dict[str, torch.Tensor],
-                  info: CheckpointInfo) -> None:
+                  info: TrainingCheckpointInfo) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
@@ -182,3 +183,6 @@ def _load_optimizer(path, optimizer: torch.optim.Optimizer, tensors: dict[str, t
     except ValueError as err:
         raise CheckpointError(f"{path}: optimizer state does not fit ({err}). Hint: build the "
                               "same model and optimizer that wrote the checkpoint") from None
+
+
+__getattr__ = moved(__name__, {"CheckpointInfo": "modelsurgery.train.state:TrainingCheckpointInfo"})
