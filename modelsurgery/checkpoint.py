@@ -24,7 +24,7 @@ from .plan import Plan
 from .torchfile import StoredWeights, WeightsRead, pick_weights, read_torch, wrapper_prefix
 
 __all__ = ["save", "load", "load_reporting", "save_state_dict", "read_state_dict", "open_weights", "read_plan",
-           "atomic_write", "check_output", "verify_state_dict", "warn_nonfinite", "META_VERSION", "META_FORM", "META_PLAN"]
+           "atomic_write", "verify_state_dict", "warn_nonfinite", "META_VERSION", "META_FORM", "META_PLAN"]
 
 META_VERSION = "modelsurgery.version"
 META_FORM = "modelsurgery.form"

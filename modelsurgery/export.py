@@ -25,7 +25,7 @@ from .deprecation import moved
 from .errors import ExportError, InputSizeError, first_line
 from .progress import stages
 
-__all__ = ["ExportError", "ATOL", "RTOL", "DYNAMO_MIN_OPSET", "export_onnx", "export_file"]
+__all__ = ["ATOL", "RTOL", "DYNAMO_MIN_OPSET", "export_onnx"]
 
 ATOL = 1e-4  # onnxruntime vs PyTorch, absolute, on the parity batch ...
 RTOL = 1e-4  # ... plus this fraction of the largest |output|. float32 alone is off by up to

@@ -17,14 +17,15 @@ import torch
 import torch.nn as nn
 
 from .analysis import analyze, flatten_source_hw, meta_copy
-from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_UPSCALE, FC_MODES, UPSCALES
+from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_UPSCALE, UPSCALES
+from .constants import FC_MODES as _FC_MODES
 from .deprecation import moved
 from .errors import CheckpointError, ConversionError, InputSizeError, PlanError, first_line
 from .layers import set_module
 from .plan import ConvSite, Plan
 from .resize.fc import pad_fc_gaussian, resize_fc
 from .resize.kernels import resize_kernel
-from .statedict import with_versions
+from .statedict import with_versions as _with_versions
 
 __all__ = ["grow", "plan_at", "grow_size", "downscale_state_dict"]
 
@@ -68,8 +69,8 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
     upscale = _renamed("method", method, "upscale", upscale)
     if upscale not in UPSCALES:
         raise ConversionError(f"unknown grow method {upscale!r}. Hint: use one of {', '.join(UPSCALES)}")
-    if fc not in FC_MODES:
-        raise ConversionError(f"unknown fc mode {fc!r}. Hint: use one of {', '.join(FC_MODES)}")
+    if fc not in _FC_MODES:
+        raise ConversionError(f"unknown fc mode {fc!r}. Hint: use one of {', '.join(_FC_MODES)}")
     if plan.form != "pretrain":
         raise PlanError(f"the plan's form is {plan.form!r}: this checkpoint is already grown. "
                         "Hint: grow the pre-train checkpoint that `msurg shrink` wrote")
@@ -88,7 +89,7 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
             grown[key] = _named(key, lambda: pad_fc_gaussian(state_dict[key], chw, tuple(big.hw), generator=gen))
         else:
             grown[key] = _named(key, lambda: resize_fc(state_dict[key], chw, tuple(big.hw), upscale))
-    return with_versions({k: grown[k] if k in grown else v.clone() for k, v in state_dict.items()}, state_dict), target
+    return _with_versions({k: grown[k] if k in grown else v.clone() for k, v in state_dict.items()}, state_dict), target
 
 
 
@@ -226,7 +227,7 @@ def downscale_state_dict(state: Mapping[str, torch.Tensor], plan: Plan, *,
     Example:
         >>> small_state = downscale_state_dict(torch.load("t.pth", weights_only=True), plan)
     """
-    out = with_versions({k: v.clone() for k, v in state.items()}, state)
+    out = _with_versions({k: v.clone() for k, v in state.items()}, state)
     for site in plan.convs:
         if site.changed:
             key = f"{site.name}.weight"

@@ -18,7 +18,7 @@ from .layers import DYNAMIC_PAD_CONVS
 from .plan import ConvSite
 from .resize.kernels import as_pair
 
-__all__ = ["TABLE1", "parse_kernel_map", "map_kernel", "conv_pair", "decide_kernel", "target_padding", "small_padding",
+__all__ = ["parse_kernel_map", "map_kernel", "conv_pair", "decide_kernel", "target_padding", "small_padding",
            "pretrain_input_size"]
 
 

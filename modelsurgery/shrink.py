@@ -15,16 +15,16 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .analysis import SIZE_ATTRS, Analysis, analyze, flatten_source_hw, meta_copy, warn_skipped
 from .constants import DEFAULT_EVEN_PADDING, EVEN_PADDINGS
+from .constants import TABLE1 as _TABLE1
 from .deprecation import moved
-from .errors import InputSizeError, KernelMapError, UnsupportedLayerError
+from .errors import InputSizeError, KernelMapError, UnsupportedLayerError, first_line
 from .layers import fit_to, set_conv_padding, set_module
 from .plan import ConvSite, FCSite, ModelSource, Plan, Resample
-from .constants import TABLE1
-from .policy import (conv_pair, decide_kernel, map_kernel, parse_kernel_map, pretrain_input_size, small_padding,
-                     target_padding)
-from .analysis import SIZE_ATTRS, Analysis, analyze, flatten_source_hw, meta_copy, warn_skipped
-from .errors import first_line
+from .policy import conv_pair, decide_kernel, small_padding, target_padding
+from .policy import parse_kernel_map as _parse_kernel_map
+from .policy import pretrain_input_size as _pretrain_input_size
 from .tracing import trace_covering
 
 __all__ = ["plan_shrink", "apply_plan", "shrink"]
@@ -52,7 +52,7 @@ def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, inpu
     """
     if even_padding not in EVEN_PADDINGS:
         raise KernelMapError(f"unknown even_padding {even_padding!r}. Hint: use 'alternate' or 'bottom-right'")
-    kmap = parse_kernel_map(kernel_map)
+    kmap = _parse_kernel_map(kernel_map)
     target, gm = analyze(model, target_size, in_chans)
     warn_skipped(target)
     fc_convs = {f.name for f in target.fcs if f.kind == "conv"}
@@ -79,11 +79,11 @@ def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, inpu
     if dilated:  # kept on purpose (a smaller dilated kernel changes its reach), but never silently
         warnings.warn(f"not converted (dilated convs keep their kernels): {', '.join(dilated)}", stacklevel=2)
     if input_size is None:
-        input_size = pretrain_input_size(target_size, sites)
+        input_size = _pretrain_input_size(target_size, sites)
     fcs = [FCSite(f.name, f.kind, f.channels, f.hw, (0, 0), f.pool, f.owner, _out_features(modules[f.name]))
            for f in target.fcs]
     plan = Plan(source=source, input_size=int(input_size), target_size=int(target_size), in_chans=in_chans,
-                convs=tuple(sites), fcs=tuple(fcs), kernel_map=tuple(sorted({**TABLE1, **kmap}.items())),
+                convs=tuple(sites), fcs=tuple(fcs), kernel_map=tuple(sorted({**_TABLE1, **kmap}.items())),
                 even_padding=even_padding, versions=_versions())
     return _measure_pretrain(model, plan, target, gm)
 
@@ -354,4 +354,6 @@ def _first_conv_in_chans(model: nn.Module) -> int:
 
 
 # `downscale_state_dict` (grow's inverse) lives beside grow, the kernel policy in `policy`.
-__getattr__ = moved(__name__, {"downscale_state_dict": "modelsurgery.grow"})
+__getattr__ = moved(__name__, {"downscale_state_dict": "modelsurgery.grow", "TABLE1": "modelsurgery.constants",
+                               **{name: "modelsurgery.policy" for name in ("parse_kernel_map", "map_kernel",
+                                                                           "pretrain_input_size")}})

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 from ..deprecation import moved
 from ..errors import ScheduleError
 
-__all__ = ["ScheduleError", "LRSchedule", "MultiStep", "Cosine", "Hold", "Rewarm", "WarmupStableDecay"]
+__all__ = ["LRSchedule", "MultiStep", "Cosine", "Hold", "Rewarm", "WarmupStableDecay"]
 
 LRSchedule = Callable[[float], float]
 
