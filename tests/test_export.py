@@ -268,4 +268,5 @@ def test_export_file_reports_what_the_cli_prints(tmp_path, test_resnet_files):
     assert report.onnx["exporter"] == "dynamo" and report.onnx["max_abs_error"] <= report.onnx["tolerance"]
     line = _export_cli(ckpt, tmp_path / "r.onnx", "--force")
     assert format_report(report) == line  # the same numbers: a fixed batch, a deterministic export
-    assert export_mod.export_file is export_file  # the old import path
+    with pytest.warns(DeprecationWarning, match="import export_file from modelsurgery.files"):
+        assert export_mod.export_file is export_file  # the old import path still works, with a warning

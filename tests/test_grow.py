@@ -69,7 +69,7 @@ def test_grow_upscales_planned_kernels_and_copies_everything_else(r18, method):
     small, plan = r18
     state = small.state_dict()
     before = {k: v.clone() for k, v in state.items()}
-    grown, big_plan = grow(state, plan, method=method)
+    grown, big_plan = grow(state, plan, upscale=method)
     target = rebuild(plan.source)
     assert target.load_state_dict(grown, strict=True)
     changed = {f"{s.name}.weight": s for s in plan.convs if s.changed}
@@ -98,7 +98,7 @@ def test_default_method_is_pinv(r18):
     small, plan = r18
     assert DEFAULT_UPSCALE == "pinv"
     default, _ = grow(small.state_dict(), plan)
-    pinv, _ = grow(small.state_dict(), plan, method="pinv")
+    pinv, _ = grow(small.state_dict(), plan, upscale="pinv")
     assert all(torch.equal(default[k], pinv[k]) for k in default)
 
 
@@ -115,9 +115,9 @@ def test_grow_bad_input(r18):
     with pytest.raises(InputSizeError, match="--to 40 is smaller than the pre-train input size 46"):
         grow(state, plan, to=40)
     with pytest.raises(ConversionError, match=r"conv1.weight: replicate: size \(7, 7\) is not an integer multiple"):
-        grow(state, plan, method="replicate")
+        grow(state, plan, upscale="replicate")
     with pytest.raises(ConversionError, match="unknown grow method 'nearest'"):
-        grow(state, plan, method="nearest")
+        grow(state, plan, upscale="nearest")
 
 
 def test_replicate_and_pinv_where_the_factor_is_an_integer():
@@ -126,10 +126,10 @@ def test_replicate_and_pinv_where_the_factor_is_an_integer():
                         nn.Linear(4, 3))
     small, plan = shrink(net, target_size=32, kernel_map="4:2")
     w = small.state_dict()["0.weight"]
-    rep, _ = grow(small.state_dict(), plan, method="replicate")
+    rep, _ = grow(small.state_dict(), plan, upscale="replicate")
     torch.testing.assert_close(rep["0.weight"], w.repeat_interleave(2, -2).repeat_interleave(2, -1) / 4,
                                rtol=0, atol=0)
-    pinv, _ = grow(small.state_dict(), plan, method="pinv")
+    pinv, _ = grow(small.state_dict(), plan, upscale="pinv")
     torch.testing.assert_close(pinv["0.weight"].sum((2, 3)), w.sum((2, 3)), rtol=0, atol=1e-6)
 
 
@@ -139,7 +139,7 @@ def test_fc_interface_resize_and_gaussian_pad():
     fc = plan.fcs[0]
     assert (fc.name, fc.kind, fc.hw, fc.small_hw) == ("classifier.2", "linear", (6, 6), (4, 4))
     w = small.state_dict()["classifier.2.weight"]
-    resized, _ = grow(small.state_dict(), plan, method="bilinear")
+    resized, _ = grow(small.state_dict(), plan, upscale="bilinear")
     rows = w.reshape(len(w), fc.channels, 4, 4).double().numpy()
     ref = zoom_bilinear(rows, (6, 6)).reshape(len(w), -1)
     np.testing.assert_allclose(resized["classifier.2.weight"].double().numpy(), ref, rtol=0, atol=1e-6)
@@ -395,7 +395,7 @@ def test_grow_file_returns_the_report_the_cli_prints(resnet18_ckpt, tmp_path):
     from modelsurgery.files import Fidelity, FileReport, grow_file
 
     out = tmp_path / "big.safetensors"
-    report = grow_file(resnet18_ckpt, out, method="bilinear", fc="gaussian")
+    report = grow_file(resnet18_ckpt, out, upscale="bilinear", fc="gaussian")
     assert isinstance(report, FileReport) and report.verb == "grow" and report.path == out
     assert report.plan.form == "target" and report.plan == Plan.from_json(read_state_dict(out)[1][META_PLAN])
     assert (report.method, report.fc, report.fitted, report.bn_images) == ("bilinear", "gaussian", None, None)

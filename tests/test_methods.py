@@ -317,3 +317,73 @@ def test_trainer_replace_model_carries_momentum_through_the_converter():
     expected = kr.convert_state({n: old.get(n, torch.zeros_like(p)) for n, p in small.named_parameters()})
     assert set(new) == set(old) and new["conv1.weight"].shape[-2:] == (3, 3)
     assert all(torch.allclose(new[n], expected[n]) for n in new)
+
+
+# ---- the Trainer takes methods (as Composer's trainer takes algorithms) --------------------------
+
+class _Recording(Method):
+    """Records every hook call; wraps iteration 1 of each epoch."""
+
+    def __init__(self, name: str, calls: list):
+        self.name, self.calls = name, calls
+
+    def on_epoch_start(self, trainer, epoch):
+        self.calls.append((self.name, "epoch", epoch))
+
+    def step_context(self, trainer, epoch, it):
+        return contextlib.nullcontext() if it == 1 else None
+
+    def restore(self, trainer, info):
+        self.calls.append((self.name, "restore", info.train["epoch"], trainer.epoch))
+
+
+def _tiny_trainer(tmp_path, **kwargs):
+    from modelsurgery.train.loader import TensorLoader
+    from modelsurgery.train.loop import Trainer
+    from modelsurgery.train.schedules import MultiStep
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 28, 28), dtype=torch.uint8, generator=gen)
+    loader = TensorLoader(images, torch.randint(0, 10, (16,), generator=gen), batch_size=8)
+    return Trainer(FashionResNet(width=4), loader, None, schedule=MultiStep(0.1, ()), progress=False,
+                   checkpoint_path=tmp_path / "last.safetensors", **kwargs)
+
+
+def test_trainer_calls_each_methods_hooks_after_the_keyword_callbacks(tmp_path):
+    calls = []
+    trainer = _tiny_trainer(tmp_path, methods=[_Recording("a", calls), _Recording("b", calls)],
+                            on_epoch_start=[lambda t, e: calls.append(("kw", "epoch", e))])
+    history = trainer.fit(2)
+    assert calls == [("kw", "epoch", 0), ("a", "epoch", 0), ("b", "epoch", 0),
+                     ("kw", "epoch", 1), ("a", "epoch", 1), ("b", "epoch", 1)]
+    assert [r["low_fraction"] for r in history] == [0.5, 0.5] and [r["mode"] for r in history] == ["mixed"] * 2
+    calls.clear()
+    resumed = _tiny_trainer(tmp_path, methods=[_Recording("a", calls)])
+    resumed.load_checkpoint(tmp_path / "last.safetensors")
+    assert calls == [("a", "restore", 2, 0)] and resumed.epoch == 2   # restore runs before the state loads
+
+
+def test_trainer_with_kernel_rescaling_grows_at_the_switch(tmp_path):
+    kr = KernelRescaling(FashionResNet(width=4), target_size=28, switch_epoch=1, recalibrate=0)
+    trainer = _tiny_trainer(tmp_path, methods=[kr], form=kr.form, plan=kr.plan)
+    trainer.replace_model(kr.model, form=kr.form)
+    trainer.set_input_size(kr.input_size)
+    history = trainer.fit(2)
+    assert [r["form"] for r in history] == ["pretrain", "target"] and trainer.model.conv1.weight.shape[-2:] == (3, 3)
+
+
+def test_trainer_refuses_what_is_not_a_method(tmp_path):
+    with pytest.raises(MethodError, match="is not a method: it needs on_epoch_start, step_context and restore"):
+        _tiny_trainer(tmp_path, methods=[object()])
+
+
+def test_grow_keeps_its_old_method_keyword_with_a_warning():
+    from modelsurgery.grow import grow
+    from modelsurgery.shrink import shrink
+
+    small, plan = shrink(FashionResNet(width=4), target_size=28)
+    expected, _ = grow(small.state_dict(), plan, upscale="bilinear")
+    with pytest.warns(DeprecationWarning, match="grow's method= is deprecated: pass upscale="):
+        state, _ = grow(small.state_dict(), plan, method="bilinear")
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    assert not torch.equal(expected["conv1.weight"], grow(small.state_dict(), plan)[0]["conv1.weight"])  # pinv differs

@@ -30,7 +30,7 @@ class Method:
     Example:
         >>> class Noop(Method):
         ...     pass
-        >>> Trainer(model, train, val, schedule=s, on_epoch_start=[Noop().on_epoch_start])
+        >>> Trainer(model, train, val, schedule=s, methods=[Noop()])
     """
 
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
