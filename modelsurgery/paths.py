@@ -1,7 +1,7 @@
 """Checks of input and output paths, done before any model or tensor is touched.
 
 This module imports no torch, so `msurg` reports a missing checkpoint or an existing `--out` at
-once; `checkpoint` and `convert` run the same checks again as the first step of their work.
+once; `checkpoint` and `files` run the same checks again as the first step of their work.
 """
 
 from __future__ import annotations

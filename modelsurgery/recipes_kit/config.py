@@ -4,7 +4,7 @@ A recipe declares its settings once, as a dataclass whose fields carry their uni
 trailing comment (`lr: float = 0.1  # learning rate before the first drop`). `parse_config`
 turns every field into an option and every comment into that option's `--help` text, so the
 units written in the source show on the command line. Fields inherited from a base config
-(`modelsurgery.train.recipe.RecipeConfig`) keep the comments written in the base; a subclass
+(`modelsurgery.recipes_kit.recipe.RecipeConfig`) keep the comments written in the base; a subclass
 that redeclares a field replaces both its default and its comment.
 
 Example:
