@@ -19,11 +19,10 @@ import torch.nn.functional as F
 
 from .checkpoint import (META_PLAN, load_reporting, open_weights, read_plan, read_state_dict, save, verify_state_dict,
                          warn_nonfinite)
-from .paths import check_output
 from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_UPSCALE, LSQ
 from .errors import CheckpointError, ConversionError, PlanError, UnknownModelError
 from .images import data_source, image_stats, load_fidelity_images, load_images, require_fixture, resize_images
-from .paths import check_paths, target_path
+from .paths import check_output, check_paths, target_path
 from .plan import Plan
 from .torchfile import WeightsRead, pick_weights
 
@@ -93,9 +92,9 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNS
     check_paths(out, force, weights)  # fail before the slow part, and again at the atomic rename
     if ema and weights is None:
         raise ConversionError("--ema reads the EMA weights of --weights. Hint: add --weights FILE, or drop --ema")
-    from .statedict import with_versions  # after the cheap checks
-    from .grow import downscale_state_dict
+    from .grow import downscale_state_dict  # after the cheap checks
     from .shrink import shrink
+    from .statedict import with_versions
     from .zoo import rebuild
 
     stored = open_weights(weights)[0] if weights is not None else None
@@ -222,8 +221,8 @@ def _read_plan_file(path) -> Plan:
 
 def _pretrain_net(target: nn.Module, plan: Plan, state, ckpt) -> nn.Module:
     """The pre-train network of `plan` holding `state`, verified key by key and shape by shape."""
-    from .shrink import apply_plan
     from .analysis import meta_copy
+    from .shrink import apply_plan
 
     net = apply_plan(meta_copy(target), plan)  # shapes only: no init to draw and discard
     verify_state_dict(state, net.state_dict(), f"{str(ckpt)!r}")

@@ -17,16 +17,16 @@ from click.testing import CliRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from modelsurgery.calibrate import fit_least_squares, recalibrate_bn  # noqa: E402
 from modelsurgery.checkpoint import META_FORM, META_PLAN, read_state_dict  # noqa: E402
 from modelsurgery.cli import cli  # noqa: E402
+from modelsurgery.constants import DEFAULT_UPSCALE  # noqa: E402
 from modelsurgery.errors import (CheckpointError, ConversionError, InputSizeError, PlanError,  # noqa: E402
                                  UnknownModelError)
-from modelsurgery.calibrate import fit_least_squares, recalibrate_bn  # noqa: E402
-from modelsurgery.constants import DEFAULT_UPSCALE  # noqa: E402
 from modelsurgery.grow import grow  # noqa: E402
+from modelsurgery.images import load_fixture_fashion_mnist, resize_images  # noqa: E402
 from modelsurgery.plan import Plan  # noqa: E402
 from modelsurgery.shrink import shrink  # noqa: E402
-from modelsurgery.images import load_fixture_fashion_mnist, resize_images  # noqa: E402
 from modelsurgery.train.loader import TensorLoader  # noqa: E402
 from modelsurgery.zoo import rebuild  # noqa: E402
 

@@ -23,11 +23,10 @@ import recipes.coarse_to_fine as c2f
 import recipes.kernel_rescaling as kr
 import recipes.low_mode as lm
 import recipes.progressive_resizing as pr
-from modelsurgery.errors import OutputExistsError
-from modelsurgery.nets import C2FNet, FashionResNet
-from modelsurgery.errors import DatasetError
-from modelsurgery.methods.progressive_resizing import ramp_size
+from modelsurgery.errors import DatasetError, OutputExistsError
 from modelsurgery.images import load_dataset
+from modelsurgery.methods.progressive_resizing import ramp_size
+from modelsurgery.nets import C2FNet, FashionResNet
 from modelsurgery.recipes_kit.accuracy import compare, format_comparison, time_to_accuracy
 from modelsurgery.recipes_kit.config import parse_config
 from modelsurgery.recipes_kit.runs import prepare_out

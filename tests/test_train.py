@@ -16,17 +16,16 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from modelsurgery.errors import CheckpointError, OutputExistsError
-from modelsurgery.plan import ModelSource, Plan
-from modelsurgery.errors import DatasetError
+from modelsurgery.errors import CheckpointError, DatasetError, OutputExistsError
 from modelsurgery.images import fixture_path, load_fashion_mnist, load_idx, load_image_folder, read_idx, resize_images
 from modelsurgery.methods.progressive_resizing import ramp_size
+from modelsurgery.plan import ModelSource, Plan
+from modelsurgery.train import loader as data_module
 from modelsurgery.train.dist import seed_everything
 from modelsurgery.train.loader import TensorLoader
 from modelsurgery.train.loop import Trainer, param_groups
 from modelsurgery.train.schedules import Cosine, Hold, MultiStep
 from modelsurgery.train.state import load_training_checkpoint, read_checkpoint_info
-from modelsurgery.train import loader as data_module
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -23,8 +23,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..errors import MethodError
 from ..calibrate import recalibrate_bn
+from ..errors import MethodError
 from ..nets import C2FNet
 from ..resize.channels import widen, widen_norm
 from ..resize.fc import pad_fc_gaussian

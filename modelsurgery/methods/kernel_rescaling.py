@@ -23,9 +23,9 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from ..errors import MethodError
 from ..calibrate import fit_least_squares, recalibrate_bn
 from ..constants import UPSCALES
+from ..errors import MethodError
 from ..grow import grow as grow_state_dict
 from ..grow import plan_at
 from ..plan import Plan
