@@ -751,6 +751,18 @@ def test_cli_grow_refuses_its_own_output_without_force(resnet18_ckpt, tmp_path):
 
 
 @needs_grow
+def test_cli_grow_upscale_and_its_old_name_method_write_the_same_weights(resnet18_ckpt, tmp_path):
+    new, old = tmp_path / "upscale.safetensors", tmp_path / "method.safetensors"
+    assert run_grow(resnet18_ckpt, "--out", new, "--upscale", "bilinear").exit_code == 0
+    assert run_grow(resnet18_ckpt, "--out", old, "--method", "bilinear").exit_code == 0
+    a, b = read_state_dict(new)[0], read_state_dict(old)[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert run_grow(resnet18_ckpt, "--out", tmp_path / "pinv.safetensors").exit_code == 0
+    pinv = read_state_dict(tmp_path / "pinv.safetensors")[0]
+    assert not torch.equal(pinv["conv1.weight"], a["conv1.weight"])   # the flag chose the upscaling
+
+
+@needs_grow
 def test_cli_grow_pt_file_without_a_plan(resnet18_ckpt, tmp_path):
     state, _ = read_state_dict(resnet18_ckpt)
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "small.pt")
