@@ -17,9 +17,10 @@ from typing import Callable, Mapping
 import torch
 import torch.nn as nn
 
+from .deprecation import moved
 from .errors import CheckpointError, OutputExistsError, PlanError, first_line
 from .paths import check_input as _check_input
-from .paths import check_output
+from .paths import check_output as _check_output
 from .plan import Plan
 from .torchfile import StoredWeights, WeightsRead, pick_weights, read_torch, wrapper_prefix
 
@@ -39,7 +40,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, force
     hidden `.NAME.*.tmp` stays beside `path`). Without `force` the rename refuses to replace a
     file that appeared meanwhile. OS errors (disk full, permissions) become CheckpointError.
     """
-    path = check_output(path, force)
+    path = _check_output(path, force)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
@@ -262,3 +263,7 @@ def load_reporting(path, model: nn.Module | None = None, *, plan: Plan | None = 
     warn_nonfinite(state, str(path))
     net.load_state_dict(with_versions(state, net), strict=True)  # safetensors keep no module versions
     return net.eval(), plan, read
+
+
+# `check_output` lives with the other path checks.
+__getattr__ = moved(__name__, {"check_output": "modelsurgery.paths"})

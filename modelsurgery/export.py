@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 
 from .deprecation import moved
-from .errors import ExportError, InputSizeError, first_line
+from .errors import ExportError as _ExportError
+from .errors import InputSizeError, first_line
 from .progress import stages
 
 __all__ = ["ATOL", "RTOL", "DYNAMO_MIN_OPSET", "export_onnx"]
@@ -66,7 +67,7 @@ def export_onnx(model: nn.Module, path, *, input_size: int, in_chans: int = 3, o
     Raises:
         OutputExistsError, CheckpointError: `path` exists without `force`, or can't be written.
         InputSizeError: the model cannot run at `input_size`.
-        ExportError: both exporters failed, onnx.checker failed, or the outputs differ.
+        _ExportError: both exporters failed, onnx.checker failed, or the outputs differ.
 
     Example:
         >>> small, plan = modelsurgery.load("small.safetensors")
@@ -114,11 +115,11 @@ def _export_checked(model, path, input_size, in_chans, opset, check, force, step
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as err:  # onnx raises ValidationError and InferenceError
-        raise ExportError(f"the exported model fails onnx.checker ({first_line(err)}). "
+        raise _ExportError(f"the exported model fails onnx.checker ({first_line(err)}). "
                           "Hint: try another --opset") from None
     version = _opset_of(proto)
     if opset is not None and version != opset:
-        raise ExportError(f"the exporter produced opset {version}, not the requested {opset}. "
+        raise _ExportError(f"the exporter produced opset {version}, not the requested {opset}. "
                           f"Hint: use --opset {version}, or leave --opset out")
     report = {"path": None, "exporter": exporter, "opset": version, "input_size": int(input_size),
               "in_chans": int(in_chans), "onnxruntime": False, "max_abs_error": None,
@@ -140,7 +141,7 @@ def _forward(model: nn.Module, x: torch.Tensor, size: int) -> torch.Tensor:
         raise InputSizeError(f"the model cannot run at input size {size} ({first_line(err)}). "
                              "Hint: pass a larger --input-size") from None
     if not isinstance(out, torch.Tensor):
-        raise ExportError(f"the model returns {type(out).__name__}, not one tensor; "
+        raise _ExportError(f"the model returns {type(out).__name__}, not one tensor; "
                           "modelsurgery exports single-output classifiers")
     return out
 
@@ -184,7 +185,7 @@ def _export(model: nn.Module, example: torch.Tensor, opset: int | None):
         first = f"dynamo exporter: {dynamo_error}; " if dynamo_error else ""
         hint = (f"pass --opset {DYNAMO_MIN_OPSET} or higher" if opset is not None and opset < DYNAMO_MIN_OPSET
                 else "report this model")
-        raise ExportError(f"ONNX export failed ({first}TorchScript exporter: {first_line(err)}). "
+        raise _ExportError(f"ONNX export failed ({first}TorchScript exporter: {first_line(err)}). "
                           f"Hint: {hint}") from None
 
 
@@ -224,11 +225,11 @@ def _compare(proto, batch: torch.Tensor, reference: torch.Tensor) -> dict[str, A
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
         got = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ExportError(f"onnxruntime cannot run the exported model ({first_line(err)}). "
+        raise _ExportError(f"onnxruntime cannot run the exported model ({first_line(err)}). "
                           "Hint: try another --opset") from None
     ref = reference.detach().float().numpy()
     if got.shape != ref.shape:
-        raise ExportError(f"ONNX output shape {tuple(got.shape)} != PyTorch's {tuple(ref.shape)} "
+        raise _ExportError(f"ONNX output shape {tuple(got.shape)} != PyTorch's {tuple(ref.shape)} "
                           f"at batch {batch.shape[0]}: the batch axis is not dynamic")
     finite = np.isfinite(got) & np.isfinite(ref)
     same_nonfinite = ~finite & ((got == ref) | (np.isnan(got) & np.isnan(ref)))
@@ -238,12 +239,12 @@ def _compare(proto, batch: torch.Tensor, reference: torch.Tensor) -> dict[str, A
     tolerance = ATOL + RTOL * scale
     if not bool((finite | same_nonfinite).all()) or not error <= tolerance:
         shown = "non-finite mismatch" if math.isfinite(error) and error <= tolerance else f"{error:.3g}"
-        raise ExportError(f"ONNX outputs differ from PyTorch's: max |error| {shown} > {tolerance:.3g} "
+        raise _ExportError(f"ONNX outputs differ from PyTorch's: max |error| {shown} > {tolerance:.3g} "
                           f"(atol {ATOL:g} + rtol {RTOL:g} x max |output| {scale:.3g}). "
                           "Hint: try another --opset; nothing was written")
     return {"onnxruntime": True, "max_abs_error": error, "output_max_abs": scale, "tolerance": tolerance}
 
 
 
-# `export_file` moved to the file layer (`modelsurgery.files`), which imports this module.
-__getattr__ = moved(__name__, {"export_file": "modelsurgery.files"})
+# `export_file` moved to the file layer (`modelsurgery.files`), which imports this module; the error to `errors`.
+__getattr__ = moved(__name__, {"ExportError": "modelsurgery.errors", "export_file": "modelsurgery.files"})

@@ -12,7 +12,8 @@ from typing import Mapping
 
 import torch.nn as nn
 
-from .constants import TABLE1
+from .constants import TABLE1 as _TABLE1
+from .deprecation import moved
 from .errors import KernelMapError
 from .layers import DYNAMIC_PAD_CONVS
 from .plan import ConvSite
@@ -66,8 +67,8 @@ def map_kernel(k: int, kernel_map: Mapping[int, int]) -> tuple[int, str]:
     """
     if k in kernel_map:
         return kernel_map[k], "user"
-    if k in TABLE1:
-        return TABLE1[k], "table"
+    if k in _TABLE1:
+        return _TABLE1[k], "table"
     return max(1, round(2 * k / 3)), "rule"
 
 
@@ -133,3 +134,7 @@ def pretrain_input_size(target_size: int, convs: list[ConvSite]) -> int:
         return target_size
     s1 = first.kernel[0] / first.small_kernel[0]
     return max(1, round(target_size / s1))
+
+
+# Table 1 is a shared choice, read from `constants` by the CLI too.
+__getattr__ = moved(__name__, {"TABLE1": "modelsurgery.constants"})

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..deprecation import moved
-from ..errors import ScheduleError
+from ..errors import ScheduleError as _ScheduleError
 
 __all__ = ["LRSchedule", "MultiStep", "Cosine", "Hold", "Rewarm", "WarmupStableDecay"]
 
@@ -64,7 +64,7 @@ class MultiStep:
 
     def __post_init__(self) -> None:
         if list(self.milestones) != sorted(self.milestones):
-            raise ScheduleError(f"milestones must be ascending, got {list(self.milestones)}")
+            raise _ScheduleError(f"milestones must be ascending, got {list(self.milestones)}")
 
     def __call__(self, t: float) -> float:
         k = sum(1 for m in self.milestones if math.floor(t) >= m)
@@ -191,10 +191,10 @@ class WarmupStableDecay:
 
     def __post_init__(self) -> None:
         if not 0 < self.decay <= 1:
-            raise ScheduleError(f"decay must be a fraction in (0, 1], got {self.decay!r}. Hint: e.g. 0.5 "
+            raise _ScheduleError(f"decay must be a fraction in (0, 1], got {self.decay!r}. Hint: e.g. 0.5 "
                                 "for a cool-down over the second half")
         if not self.epochs > 0:
-            raise ScheduleError(f"epochs must be positive, got {self.epochs!r}")
+            raise _ScheduleError(f"epochs must be positive, got {self.epochs!r}")
 
     @property
     def decay_start(self) -> float:
@@ -214,5 +214,6 @@ class WarmupStableDecay:
         return (math.floor(self.decay_start),)
 
 
-# The input-size ramp is progressive resizing's own schedule.
-__getattr__ = moved(__name__, {"ramp_size": "modelsurgery.methods.progressive_resizing"})
+# The input-size ramp is progressive resizing's own schedule; the error lives with the others.
+__getattr__ = moved(__name__, {"ScheduleError": "modelsurgery.errors",
+                               "ramp_size": "modelsurgery.methods.progressive_resizing"})
