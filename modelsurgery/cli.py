@@ -141,9 +141,9 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Output .safetensors [default: CKPT's name with -target.safetensors].")
 @click.option("--upscale", "--method", "upscale", type=click.Choice([*UPSCALES, LSQ]), default=None,
-              help=f"Kernel upscaling (--method is its old name); {LSQ} starts from {DEFAULT_UPSCALE} and fits each kernel to its pre-train "
-                   f"layer by least squares on the --calibrate images [default: {LSQ} with --calibrate, else "
-                   f"{DEFAULT_UPSCALE}].")
+              help=f"Kernel upscaling (--method is its old name); {LSQ} starts from {DEFAULT_UPSCALE} and fits "
+                   f"each kernel to its pre-train layer by least squares on the --calibrate images [default: {LSQ} "
+                   f"with --calibrate, else {DEFAULT_UPSCALE}].")
 @click.option("--fc", type=click.Choice(FC_MODES), default=DEFAULT_FC, show_default=True,
               help="FC interface: resize like a kernel, or keep weights on a grid and Gaussian-pad.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --fc gaussian.")
