@@ -33,8 +33,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from bench.common import RESULTS, Run, goal, interleave, load_average, median, summary  # noqa: E402
+from bench.common import RESULTS, Run, goal, interleave, median, summary  # noqa: E402
 from modelsurgery.cli import format_report  # noqa: E402
+from modelsurgery.train.machine import load_average
 
 MSURG = str(Path(sys.executable).with_name("msurg"))
 GOAL_S = 5.0  # growing a resnet50 checkpoint takes under 5 s wall

@@ -44,8 +44,9 @@ import torch.nn.functional as F  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from bench.common import RESULTS, Run, goal, interleave, load_average, median  # noqa: E402
+from bench.common import RESULTS, Run, goal, interleave, median  # noqa: E402
 from modelsurgery.lowmode import low_mode  # noqa: E402
+from modelsurgery.train.machine import load_average
 
 
 @dataclass
