@@ -24,8 +24,9 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 __all__ = ["RESULTS", "ROOT", "Run", "goal", "interleave", "median", "summary", "timed", "write_results"]
 

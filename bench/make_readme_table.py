@@ -118,8 +118,8 @@ def _headline_rows(name: str, tag: str, e: dict) -> list[list[str]]:
                  src] for m in d["models"] if m["model"] in ("resnet34", "resnet50")]
     if e["script"] == "convert_speed" and not tag:
         g = next(m["grow"] for m in d["models"] if m["model"] == "resnet50")
-        return [["`msurg grow` of a resnet50 checkpoint", f"{num(g['in_process']['call_s'], '.2f')} s after the imports "
-                 f"({num(g['process']['wall_s'], '.1f')} s as a process)", src]]
+        return [["`msurg grow` of a resnet50 checkpoint", f"{num(g['in_process']['call_s'], '.2f')} s after the "
+                 f"imports ({num(g['process']['wall_s'], '.1f')} s as a process)", src]]
     if e["script"] == "lowmode_cost" and not tag:
         r = next(r for r in d["runs"] if r["model"] == "resnet18" and r.get("paper_setting"))
         return [[f"Low-mode step, `resnet18`, {r['threads']} threads", f"{pct(r['ratio'])} of a full step (FLOP ratio "

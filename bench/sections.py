@@ -24,7 +24,7 @@ def pct(v: float | None, spec: str = ".0%") -> str:
 def md_table(head: list[str], rows: list[list[str]], align: str | None = None) -> list[str]:
     align = align or "l" + "r" * (len(head) - 1)
     rule = ["---:" if a == "r" else ":---" for a in align]
-    return ["| " + " | ".join(head) + " |", "| " + " | ".join(rule) + " |", *("| " + " | ".join(r) + " |" for r in rows)]
+    return ["| " + " | ".join(r) + " |" for r in (head, rule, *rows)]
 
 
 def met(met: bool) -> str:
@@ -89,7 +89,8 @@ def even_kernel_pad(e: dict) -> list[str]:
     for name, m in e["data"]["models"].items():
         lt, st = m["layers"], m["step"]
         rows.append([f"`{name}`", str(len(m["padded_convs"])), pct(lt["pad_share"], ".1%"),
-                     f"{num(lt['sum_median_s']['fpad+bn'] * 1e3, '.0f')} → {num(lt['sum_median_s']['policy+bn'] * 1e3, '.0f')}",
+                     f"{num(lt['sum_median_s']['fpad+bn'] * 1e3, '.0f')} → "
+                     f"{num(lt['sum_median_s']['policy+bn'] * 1e3, '.0f')}",
                      num(lt["speedup_policy_bn"], ".2f", "×"),
                      f"{num(st['median_s']['fpad'], '.3f')} → {num(st['median_s']['policy'], '.3f')}",
                      num(st["speedup_policy"], ".3f", "×"), num(st["speedup_fold"], ".3f", "×")])
@@ -97,7 +98,8 @@ def even_kernel_pad(e: dict) -> list[str]:
     return [f"F.pad's share of the forward + backward time of the pre-train networks' padded 2×2 convs (batch "
             f"{s['batch']}, pre-train shapes), and those convs (with the BatchNorm after them) and a whole pre-train "
             f"training step with the old F.pad forward → the shipped `PaddedConv.forward` "
-            f"(`FOLD_MAX_EXTRA = {s['fold_max_extra']}`). \"fold all\" folds the padding into every conv (pad + crop).", "",
+            f"(`FOLD_MAX_EXTRA = {s['fold_max_extra']}`). \"fold all\" folds the padding into every conv "
+            "(pad + crop).", "",
             *md_table(["pre-train of", "padded convs", "F.pad share", "padded convs + BN (ms)", "speed-up",
                      "train step (s)", "speed-up", "fold all"], rows), "",
             *goal_lines(e, lambda _, v: pct(v, ".1%"), {"pad_share_at_most_10pct": "all shapes, count-weighted"})]
@@ -115,7 +117,8 @@ def convert_speed(e: dict) -> list[str]:
                 p, ip = m[verb]["process"], m[verb]["in_process"]
                 ckpt = m.get("target_ckpt_mib") if verb == "export_target" else m.get("pretrain_ckpt_mib")
                 rows.append([f"`{m['model']}`", label, num(ckpt, ".0f"), num(p.get("wall_s"), ".1f"),
-                             num(p.get("peak_rss_mib"), ".0f"), num(ip.get("import_s"), ".1f"), num(ip.get("call_s"), ".2f")])
+                             num(p.get("peak_rss_mib"), ".0f"), num(ip.get("import_s"), ".1f"),
+                             num(ip.get("call_s"), ".2f")])
     b, notes = d["baselines"], {}
     r50 = next((m for m in d["models"] if m["model"] == "resnet50" and "grow" in m), None)
     if r50 is not None:
@@ -124,7 +127,8 @@ def convert_speed(e: dict) -> list[str]:
         for g in e["goals"]:
             if g["name"].startswith("resnet50_grow_peak_rss"):
                 factor = (g["threshold"] - base) / ckpt
-                notes[g["name"]] = f"= baseline {num(base, '.0f')} MiB + {num(factor, '.0f')} × checkpoint {num(ckpt, '.0f')} MiB"
+                notes[g["name"]] = (f"= baseline {num(base, '.0f')} MiB + {num(factor, '.0f')} × checkpoint "
+                                    f"{num(ckpt, '.0f')} MiB")
         notes["resnet50_grow_after_imports_under_2s"] = f"{num(core, '.2f')} s without the post-grow fidelity check"
     return ["Each command as a whole process (wall time, its own peak RSS), and in a fresh interpreter: the imports, "
             "then the same API call (\"our code\"). Checkpoint = the file the command reads (grow, export) or writes "
@@ -132,8 +136,8 @@ def convert_speed(e: dict) -> list[str]:
             *md_table(["model", "command", "checkpoint (MiB)", "process (s)", "peak RSS (MiB)", "imports (s)",
                      "our code (s)"], rows), "",
             f"- Baselines (peak RSS): bare `python` {num(b['python_bare']['peak_rss_mib'], '.0f')} MiB; "
-            f"`import modelsurgery.cli` {num(b['import_modelsurgery_cli']['peak_rss_mib'], '.0f')} MiB; with every import "
-            f"the commands use {num(b['with_all_imports']['peak_rss_mib'], '.0f')} MiB "
+            f"`import modelsurgery.cli` {num(b['import_modelsurgery_cli']['peak_rss_mib'], '.0f')} MiB; with every "
+            f"import the commands use {num(b['with_all_imports']['peak_rss_mib'], '.0f')} MiB "
             f"({num(b['with_all_imports']['wall_s'], '.1f')} s).",
             *goal_lines(e, lambda name, v: num(v, ".0f", " MiB") if "rss" in name else num(v, ".2f", " s"), notes)]
 
@@ -151,8 +155,8 @@ def lowmode_cost(e: dict) -> list[str]:
              pct(r.get("flop_ratio")), met(r["goal_met"])] for r in e["data"]["runs"]]
     return [f"A low-mode training step (Nouri et al. 2019, §2.2) against a full one, same model and process (goal: "
             f"≤ {pct(e['settings'].get('goal'))} of a full step).", "",
-            *md_table(["model", "threads", "low mode", "full step (ms)", "low step (ms)", "low / full", "FLOP ratio", "goal"],
-                    rows)]
+            *md_table(["model", "threads", "low mode", "full step (ms)", "low step (ms)", "low / full", "FLOP ratio",
+                       "goal"], rows)]
 
 
 def grow_fidelity(e: dict) -> list[str]:
@@ -181,8 +185,8 @@ def grow_speed(e: dict) -> list[str]:
     return [f"`msurg grow` of a {d['model']} pre-train checkpoint ({num(d['checkpoint_mib'], '.0f')} MiB), median of "
             f"{e['settings']['repeats']}: the whole process, a process that only imports the same modules, `grow_file` "
             "in a warm interpreter and its post-grow fidelity check, and the pure `grow()` conversion.", "",
-            *md_table(["threads", "process (s)", "imports only (s)", "grow_file (s)", "fidelity check (s)", "grow() (s)",
-                     f"process < {num(limit, '.0f')} s"], rows)]
+            *md_table(["threads", "process (s)", "imports only (s)", "grow_file (s)", "fidelity check (s)",
+                       "grow() (s)", f"process < {num(limit, '.0f')} s"], rows)]
 
 
 def time_to_accuracy(e: dict) -> list[str]:
@@ -201,12 +205,15 @@ def saving_text(p: dict, suffix: str = "") -> str:
     return "above the frontier" if p.get("above_frontier") and not suffix else "—"
 
 
+def _baseline_rows(points: list[dict]) -> list[list[str]]:
+    return [[str(p["epochs"]), str(len(p["seeds"])), acc_text(p), num(p.get("cost_mean"), ".0f"),
+             num(p["train_s_mean"], ".0f"), num(p["eval_s_mean"], ".1f")] for p in points]
+
+
 def _frontier(e: dict) -> list[str]:
     d = e["data"]
     net = d.get("network", {})
     base_head = ["epochs", "seeds", "accuracy", "cost (s)", "train (s)", "eval (s)"]
-    base_rows = lambda pts: [[str(p["epochs"]), str(len(p["seeds"])), acc_text(p), num(p.get("cost_mean"), ".0f"),  # noqa
-                              num(p["train_s_mean"], ".0f"), num(p["eval_s_mean"], ".1f")] for p in pts]
     out = [(f"FashionResNet-18 at width {net['width']}, batch {net['batch_size']} ({net['description']}). "
             if net.get("description") else "")
            + "Accuracy against cost, mean ± std over seeds. Cost: each run's steps × their cost relative to a full "
@@ -216,11 +223,13 @@ def _frontier(e: dict) -> list[str]:
            f"{d['headline_epochs']} epochs."
            + (" Smoke run (`--quick`, fixture data): not a measurement." if d.get("quick") else "")
            + ("" if d.get("complete", True) else f" Incomplete: {len(d.get('missing', []))} runs still to train."), ""]
-    for title, key, methods in (("FashionResNet-18 baseline", "baseline", [m for m in d["methods"] if m != "coarse_to_fine"]),
-                                ("C2FNet baseline", "c2f_baseline", [m for m in d["methods"] if m == "coarse_to_fine"])):
+    resnet = [m for m in d["methods"] if m != "coarse_to_fine"]
+    c2f = [m for m in d["methods"] if m == "coarse_to_fine"]
+    for title, key, methods in (("FashionResNet-18 baseline", "baseline", resnet),
+                                ("C2FNet baseline", "c2f_baseline", c2f)):
         if not d.get(key):
             continue
-        out += [f"{title}:", "", *md_table(base_head, base_rows(d[key])), ""]
+        out += [f"{title}:", "", *md_table(base_head, _baseline_rows(d[key])), ""]
         rows = [[f"`{m}`", str(p["epochs"]), str(len(p["seeds"])), acc_text(p), num(p.get("cost_mean"), ".0f"),
                  num(p["train_s_mean"], ".0f"), saving_text(p), saving_text(p, "_wall"),
                  pct(p.get("acc_gain_at_equal_cost"), "+.2%"), p.get("verdict", "—")]
@@ -230,8 +239,8 @@ def _frontier(e: dict) -> list[str]:
                              "saving (wall time)", "acc gain at equal cost", "verdict"], rows), ""]
     table = d.get("step_table", {})
     if table.get("relative"):
-        out += [f"Step cost relative to a full step ({num(1000 * table['full_step_s'], '.1f')} ms), measured interleaved: "
-                + ", ".join(f"{k} {num(v, '.2f')}" for k, v in table["relative"].items()) + ".", ""]
+        out += [f"Step cost relative to a full step ({num(1000 * table['full_step_s'], '.1f')} ms), measured "
+                "interleaved: " + ", ".join(f"{k} {num(v, '.2f')}" for k, v in table["relative"].items()) + ".", ""]
     return [*out, *goal_lines(e, lambda _, v: "not read" if v is None else pct(v, "+.1%") if isinstance(v, float)
                           else str(v))]
 

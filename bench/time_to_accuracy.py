@@ -75,7 +75,8 @@ def parse(argv=None) -> tuple[Settings, bool, bool, tuple[int, ...] | None]:
     d = Settings()
     ap.add_argument("--data", default=d.data, help="IDX folder with Fashion-MNIST, or 'fixture'")
     ap.add_argument("--baseline", type=_ints, default=d.baseline, help="the baseline's epoch budgets")
-    ap.add_argument("--budgets", type=_ints, default=d.budgets, help="the methods' budgets; the largest is the headline")
+    ap.add_argument("--budgets", type=_ints, default=d.budgets,
+                    help="the methods' budgets; the largest is the headline")
     ap.add_argument("--c2f-budgets", type=_ints, default=d.c2f_budgets, help="coarse-to-fine's and its baseline's")
     ap.add_argument("--methods", type=lambda t: tuple(t.split(",")), default=d.methods, help=",".join(METHODS))
     for name, kind in (("seeds", int), ("headline_seeds", int), ("width", int), ("batch_size", int), ("lr", float),
@@ -92,8 +93,8 @@ def parse(argv=None) -> tuple[Settings, bool, bool, tuple[int, ...] | None]:
     ap.add_argument("--no-ablations", dest="ablations", action="store_false", default=True,
                     help="skip the ablations (each method's variants) after the frontier")
     ap.add_argument("--step-ratios", type=_ints, default=None, metavar="WIDTHS",
-                    help="train nothing: measure each kind of step against a full one at these widths (e.g. 8,16,32,64) "
-                         "and write bench/results/step_ratios.json")
+                    help="train nothing: measure each kind of step against a full one at these widths "
+                         "(e.g. 8,16,32,64) and write bench/results/step_ratios.json")
     ap.add_argument("--estimate", action="store_true", help="print the run list and the estimated time; train nothing")
     ap.add_argument("--report", action="store_true",
                     help="train nothing: summarise the cached runs (on the newest step table they carry) and plot")

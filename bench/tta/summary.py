@@ -76,7 +76,9 @@ def network_choice(path: Path) -> dict | None:
 
 def goals_of(s: Settings, methods: dict[str, list[dict]]) -> list[dict]:
     """The issue's goals at the headline budget, on the cost axis."""
-    head = lambda m: next((p for p in methods.get(m, []) if p["epochs"] == s.headline), {})   # noqa: E731
+    def head(m: str) -> dict:
+        return next((p for p in methods.get(m, []) if p["epochs"] == s.headline), {})
+
     goals = [goal(f"{m}_saves_at_least_{round(t * 100)}pct_at_equal_acc", head(m).get("saving_at_equal_acc"), t,
                   (head(m).get("saving_at_equal_acc") or -1) >= t) for m, t in GOALS.items() if m in methods]
     if {"kernel_rescaling+progressive_resizing", "progressive_resizing"} <= set(methods):
@@ -101,7 +103,7 @@ def plot(path: Path, data: dict) -> None:
               ("C2FNet", data["c2f_baseline"], {m: p for m, p in data["methods"].items() if m == "coarse_to_fine"})]
     panels = [p for p in panels if p[1] or p[2]]
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
-    for ax, (title, base, methods) in zip(axes[0], panels):
+    for ax, (title, base, methods) in zip(axes[0], panels, strict=True):
         for name, pts, style in [("baseline", base, dict(color="k", lw=2))] + [(m, p, {}) for m, p in methods.items()]:
             pts = [p for p in pts if p.get("cost_mean") is not None]
             if pts:
@@ -120,21 +122,30 @@ def plot(path: Path, data: dict) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
+
+def _signed_pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:+.1f} %"
+
+
+def _acc(p: dict) -> str:
+    return f"{100 * p['acc_mean']:.2f}" + ("" if p["acc_std"] is None else f" ± {100 * p['acc_std']:.2f}") + " %"
+
+
+def _cost(p: dict) -> str:
+    return "—" if p["cost_mean"] is None else f"{p['cost_mean']:.1f}s"
+
+
 def reading(data: dict) -> str:
     """The frontier as text: the baseline's points, then each method's reading and verdict."""
-    pct = lambda v: "—" if v is None else f"{100 * v:+.1f} %"   # noqa: E731
-    acc = lambda p: f"{100 * p['acc_mean']:.2f}" + ("" if p["acc_std"] is None else  # noqa: E731
-                                                     f" ± {100 * p['acc_std']:.2f}") + " %"
-    cost = lambda p: "—" if p["cost_mean"] is None else f"{p['cost_mean']:.1f}s"   # noqa: E731
     lines = [f"{'':40s} {'ep':>3s} {'accuracy':>16s} {'cost':>7s} {'wall':>7s} {'saving':>8s}  verdict"]
     for p in data["baseline"]:
-        lines.append(f"{'baseline':40s} {p['epochs']:3d} {acc(p):>16s} {cost(p):>7s} {p['train_s_mean']:6.1f}s")
+        lines.append(f"{'baseline':40s} {p['epochs']:3d} {_acc(p):>16s} {_cost(p):>7s} {p['train_s_mean']:6.1f}s")
     for m, pts in data["methods"].items():
         for p in pts:
-            lines.append(f"{m:40s} {p['epochs']:3d} {acc(p):>16s} {cost(p):>7s} {p['train_s_mean']:6.1f}s "
-                         f"{pct(p['saving_at_equal_acc']):>8s}  {p['verdict']}")
+            lines.append(f"{m:40s} {p['epochs']:3d} {_acc(p):>16s} {_cost(p):>7s} {p['train_s_mean']:6.1f}s "
+                         f"{_signed_pct(p['saving_at_equal_acc']):>8s}  {p['verdict']}")
     for m, ab in data.get("ablations", {}).items():
         for v, p in ab["variants"].items():
-            lines.append(f"{m + ' [' + v + ']':40.40s} {p['epochs']:3d} {acc(p):>16s} {cost(p):>7s} "
-                         f"{p['train_s_mean']:6.1f}s {pct(p['saving_at_equal_acc']):>8s}  {p['verdict']}")
+            lines.append(f"{m + ' [' + v + ']':40.40s} {p['epochs']:3d} {_acc(p):>16s} {_cost(p):>7s} "
+                         f"{p['train_s_mean']:6.1f}s {_signed_pct(p['saving_at_equal_acc']):>8s}  {p['verdict']}")
     return "\n".join(lines)
