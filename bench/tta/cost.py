@@ -29,6 +29,7 @@ RATIO_KINDS = ("target 28px", "pretrain 19px", "target 19px", "target 14px", "lo
 
 
 def now(device) -> float:
+    """`time.perf_counter()` once the device's queued work is done (a CUDA sync; nothing on the CPU)."""
     import torch
 
     if getattr(device, "type", device) == "cuda":

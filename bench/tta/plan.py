@@ -183,6 +183,7 @@ def plan_runs(s: Settings) -> list[Spec]:
 
 
 def switch_epoch(s: Settings, epochs: int) -> int:
+    """Kernel rescaling's grow epoch at `epochs`: `switch_fraction` of the budget, at least one epoch each side."""
     return max(1, min(epochs - 1, round(s.switch_fraction * epochs))) if epochs > 1 else 0
 
 

@@ -58,6 +58,7 @@ def build(s: Settings, spec: Spec, data):
 
 
 def trainer_for(s: Settings, ctx: dict, model, method, form, plan, schedule, checkpoint: Path):
+    """The Trainer of one run (or trunk), `method`'s hooks wired in, checkpointing to `checkpoint`."""
     from modelsurgery.train import Trainer
 
     return Trainer(model, ctx["train"], None, schedule=schedule, momentum=s.momentum, weight_decay=s.weight_decay,
