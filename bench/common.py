@@ -24,24 +24,16 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
-__all__ = ["RESULTS", "ROOT", "Run", "goal", "interleave", "load_average", "median", "summary", "timed",
-           "write_results"]
+__all__ = ["RESULTS", "ROOT", "Run", "goal", "interleave", "median", "summary", "timed", "write_results"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 median = statistics.median
-
-
-def load_average() -> list[float] | None:
-    """The 1-, 5- and 15-minute load averages (rounded to 0.01), without importing torch."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -132,13 +124,19 @@ class Run:
     def __init__(self, script: str, settings: Mapping[str, Any] | Any = None):
         self.script = script
         self.settings = settings if settings is not None else {}
-        self.loadavg_start = load_average()
+        # `modelsurgery.train.machine.load_average`'s reading, which `machine()` takes at the end. Not imported from
+        # there: that module imports torch, and `bench.convert_speed` must stay torch-free while it measures (a child
+        # started from a process holding torch reports torch's resident memory as its own peak).
+        try:
+            self.loadavg_start = [round(v, 2) for v in os.getloadavg()]
+        except (OSError, AttributeError):
+            self.loadavg_start = None
         self._start = time.perf_counter()
 
     def machine(self) -> dict[str, Any]:
         """`machine_info()` now, with the load average at start and now, run time and git revision."""
-        from modelsurgery.train.machine import machine_info
         from modelsurgery.recipes_kit.results import git_revision
+        from modelsurgery.train.machine import machine_info
 
         info = machine_info()
         info["loadavg_start"], info["loadavg_end"] = self.loadavg_start, info.pop("loadavg")

@@ -270,8 +270,8 @@ def report(name: str, rec: dict) -> None:
             status = "" if p["ok"] and ip["ok"] else "  FAILED: " + (
                 next((r.get("stderr", "") for r in p["runs"] if r["exit_code"]), "")
                 or next((r.get("error", "") for r in ip["runs"] if "error" in r), ""))[-300:]
-            print(f"{name:16s} {verb:16s} process {p['wall_s'] or 0:6.2f} s {p['peak_rss_mib'] or 0:6.0f} MiB"
-                  f" | imports {ip.get('import_s', 0):5.2f} s, our code {ip.get('call_s', 0):6.2f} s{status}", flush=True)
+            print(f"{name:16s} {verb:16s} process {p['wall_s'] or 0:6.2f} s {p['peak_rss_mib'] or 0:6.0f} MiB | "
+                  f"imports {ip.get('import_s', 0):5.2f} s, our code {ip.get('call_s', 0):6.2f} s{status}", flush=True)
     if "missing" in rec:
         print(f"{name}: {rec['missing']}")
 

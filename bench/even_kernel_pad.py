@@ -32,15 +32,15 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from bench.common import RESULTS, Run, goal, interleave, median  # noqa: E402
-from bench.pretrain_speedup import Step  # noqa: E402
-from modelsurgery import layers  # noqa: E402
-from modelsurgery.layers import PaddedConv, set_conv_padding  # noqa: E402
-from modelsurgery.shrink import shrink  # noqa: E402
+from bench.common import RESULTS, Run, goal, interleave, median
+from bench.pretrain_speedup import Step
+from modelsurgery import layers
+from modelsurgery.layers import PaddedConv, set_conv_padding
+from modelsurgery.shrink import shrink
 
 MODES = {"fpad": -1.0, "fold": float("inf")}  # FOLD_MAX_EXTRA forcing each path; "policy" = shipped value
 THRESHOLD = 0.10  # look for a cheaper way if F.pad costs more than 10 % of the conv's time
@@ -121,7 +121,7 @@ class LayerCase:
 
 def measure_layers(configs: dict, repeats: int) -> list[dict]:
     rows = []
-    for key, c in configs.items():
+    for c in configs.values():
         case = LayerCase(c)
         med = {n: median(t) for n, t in interleave(case.variants(), repeats).items()}
         with torch.no_grad():  # which path the shipped policy takes at this shape
@@ -130,9 +130,11 @@ def measure_layers(configs: dict, repeats: int) -> list[dict]:
                      "count": c["count"], "median_s": med, "policy_path": "fold" if fold else "fpad",
                      "pad_share": med["pad_only"] / med["fpad"],
                      "pad_share_channels_last": med["pad_only_cl"] / (med["pad_only_cl"] + med["conv_only_cl"]),
-                     "speedup_policy": med["fpad"] / med["policy"], "speedup_policy_bn": med["fpad+bn"] / med["policy+bn"],
+                     "speedup_policy": med["fpad"] / med["policy"],
+                     "speedup_policy_bn": med["fpad+bn"] / med["policy+bn"],
                      "speedup_fold": med["fpad"] / med["fold"], "speedup_fold_bn": med["fpad+bn"] / med["fold+bn"]})
-        print(f"  {c['in_channels']:4d}->{c['out_channels']:<4d} {c['input'][-1]:3d}px s{c['stride'][0]} pad {tuple(c['pad'])} "
+        print(f"  {c['in_channels']:4d}->{c['out_channels']:<4d} {c['input'][-1]:3d}px s{c['stride'][0]} "
+              f"pad {tuple(c['pad'])} "
               f"x{c['count']:<2d} F.pad share {rows[-1]['pad_share']:5.1%}  fold {rows[-1]['speedup_fold']:.2f}x "
               f"(+bn {rows[-1]['speedup_fold_bn']:.2f}x)  policy[{rows[-1]['policy_path']}] "
               f"{rows[-1]['speedup_policy']:.2f}x (+bn {rows[-1]['speedup_policy_bn']:.2f}x)", flush=True)
@@ -178,8 +180,11 @@ def plot(result: dict, path: Path) -> None:
     w = 0.38
     for i, n in enumerate(names):
         tot = result["data"]["models"][n]["layers"]["sum_median_s"]
-        ax.bar(i - w / 2, tot["fpad+bn"] * 1e3, w, color="#d62728", label="F.pad + conv + BN (before)" if i == 0 else None)
-        ax.bar(i + w / 2, tot["policy+bn"] * 1e3, w, color="#2ca02c", label="PaddedConv.forward + BN (after)" if i == 0 else None)
+        first = i == 0
+        ax.bar(i - w / 2, tot["fpad+bn"] * 1e3, w, color="#d62728",
+               label="F.pad + conv + BN (before)" if first else None)
+        ax.bar(i + w / 2, tot["policy+bn"] * 1e3, w, color="#2ca02c",
+               label="PaddedConv.forward + BN (after)" if first else None)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("fwd+bwd of all padded 2x2 convs (ms)")
     ax.set_title(f"Even-kernel convs per pre-train step, batch {result['settings']['batch']}", fontsize=9)
@@ -210,7 +215,8 @@ def main(argv=None) -> dict:
         models[name] = {**plan_info, "padded_convs": convs}
         for c in convs:
             configs.setdefault(config_key(c), {**c, "count": 0})["count"] += 1
-    print(f"{len(configs)} distinct padded-conv shapes in {', '.join(models)}; FOLD_MAX_EXTRA = {layers.FOLD_MAX_EXTRA}")
+    print(f"{len(configs)} distinct padded-conv shapes in {', '.join(models)}; "
+          f"FOLD_MAX_EXTRA = {layers.FOLD_MAX_EXTRA}")
     rows = measure_layers(configs, args.repeats)
     for name, rec in models.items():
         rec["layers"] = model_totals(rows, rec["padded_convs"])
@@ -219,7 +225,8 @@ def main(argv=None) -> dict:
         print(f"{name}: F.pad = {lt['pad_share']:.1%} of the padded convs' time; padded convs (+BN) "
               f"{lt['sum_median_s']['fpad+bn'] * 1e3:.0f} -> {lt['sum_median_s']['policy+bn'] * 1e3:.0f} ms "
               f"({lt['speedup_policy_bn']:.2f}x); whole step {st['median_s']['fpad']:.3f} -> "
-              f"{st['median_s']['policy']:.3f} s ({st['speedup_policy']:.3f}x; fold everywhere {st['speedup_fold']:.3f}x)",
+              f"{st['median_s']['policy']:.3f} s ({st['speedup_policy']:.3f}x; "
+              f"fold everywhere {st['speedup_fold']:.3f}x)",
               flush=True)
     share = (sum(r["median_s"]["pad_only"] * r["count"] for r in rows)
              / sum(r["median_s"]["fpad"] * r["count"] for r in rows))

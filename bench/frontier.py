@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
+from typing import Any
 
 __all__ = ["envelope", "frontier_time", "frontier_acc", "read_frontier", "full_step_equivalents", "point_summary",
            "method_point", "seed_savings", "verdict", "run_key"]
@@ -59,7 +61,7 @@ def read_frontier(points: Iterable[Point], acc: float) -> tuple[float | None, st
         return None, "above"
     if acc < env[0][1]:
         return None, "below"
-    for (t0, a0), (t1, a1) in zip(env, env[1:]):
+    for (t0, a0), (t1, a1) in pairwise(env):
         if a0 <= acc <= a1:
             return t0 + (acc - a0) / (a1 - a0) * (t1 - t0), "ok"
     return env[0][0], "ok"   # a single point, equal to acc
@@ -85,7 +87,7 @@ def frontier_acc(points: Iterable[Point], t: float) -> float | None:
     env = envelope(points)
     if not env or not env[0][0] <= t <= env[-1][0]:
         return None
-    for (t0, a0), (t1, a1) in zip(env, env[1:]):
+    for (t0, a0), (t1, a1) in pairwise(env):
         if t0 <= t <= t1:
             return a0 + (t - t0) / (t1 - t0) * (a1 - a0) if t1 > t0 else a1
     return env[0][1]

@@ -37,16 +37,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from bench.common import RESULTS, Run, goal  # noqa: E402
-from modelsurgery.errors import ConversionError  # noqa: E402
-from modelsurgery.grow import DEFAULT_METHOD, fit_least_squares, grow, recalibrate_bn  # noqa: E402
-from modelsurgery.nets import build_model  # noqa: E402
-from modelsurgery.shrink import shrink  # noqa: E402
-from modelsurgery.train import DEFAULT_ROOT, TensorLoader, Trainer, load_fashion_mnist  # noqa: E402
+from bench.common import RESULTS, Run, goal
+from modelsurgery.calibrate import fit_least_squares, recalibrate_bn
+from modelsurgery.constants import DEFAULT_METHOD
+from modelsurgery.errors import ConversionError
+from modelsurgery.grow import grow
+from modelsurgery.nets import build_model
+from modelsurgery.shrink import shrink
+from modelsurgery.train import DEFAULT_ROOT, TensorLoader, Trainer, load_fashion_mnist
 
 GOAL_RETENTION = 0.90  # the default method keeps >= 90 % of the pre-train's accuracy
 

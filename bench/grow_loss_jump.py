@@ -38,11 +38,20 @@ from pathlib import Path
 # spinning thread steals its partner's core (set before torch loads; an explicit setting wins).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from bench.common import RESULTS, Run, goal  # noqa: E402
-from modelsurgery.methods import KernelRescaling  # noqa: E402
-from modelsurgery.nets import build_model  # noqa: E402
-from modelsurgery.train import (DEFAULT_ROOT, Rewarm, Trainer, WarmupStableDecay, fit, load_dataset, loss_jump,  # noqa: E402
-                                make_loaders, seed_everything)
+from bench.common import RESULTS, Run, goal
+from modelsurgery.methods import KernelRescaling
+from modelsurgery.nets import build_model
+from modelsurgery.train import (
+    DEFAULT_ROOT,
+    Rewarm,
+    Trainer,
+    WarmupStableDecay,
+    fit,
+    load_dataset,
+    loss_jump,
+    make_loaders,
+    seed_everything,
+)
 
 GROWS = {"pinv+bn": 0, "lstsq+bn": 512}        # grow name -> least-squares images (0: off)
 VARIANTS = [(g, carry, rewarm) for g in GROWS for carry in (False, True) for rewarm in (0.0, 0.2)]

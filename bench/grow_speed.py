@@ -31,10 +31,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from bench.common import RESULTS, Run, goal, interleave, load_average, median, summary  # noqa: E402
-from modelsurgery.cli import format_report  # noqa: E402
+from bench.common import RESULTS, Run, goal, interleave, median, summary
+from modelsurgery.cli import format_report
+from modelsurgery.train.machine import load_average
 
 MSURG = str(Path(sys.executable).with_name("msurg"))
 GOAL_S = 5.0  # growing a resnet50 checkpoint takes under 5 s wall
@@ -99,11 +100,11 @@ def measure(ckpt: Path, out: Path, repeats: int) -> dict:
              "call": lambda: time_call(ckpt, out), "grow": lambda: time_grow(ckpt)}
     runs = interleave(views, repeats, warmup=0, self_timed=True)
     process, imports, pure = runs["process"], runs["imports"], runs["grow"]
-    call, fidelity, reports = zip(*runs["call"])
+    call, fidelity, reports = zip(*runs["call"], strict=True)
     return {"threads": torch.get_num_threads(), "loadavg_before": load_average(),
             "process": summary(process), "process_imports_only": summary(imports), "call": summary(call),
             "call_fidelity_check": summary(fidelity),
-            "call_without_fidelity_check": summary([c - f for c, f in zip(call, fidelity)]),
+            "call_without_fidelity_check": summary([c - f for c, f in zip(call, fidelity, strict=True)]),
             "grow": summary(pure), "report": format_report(reports[-1]),
             "goal_met": {"process": median(process) < GOAL_S, "call": median(call) < GOAL_S,
                          "grow": median(pure) < GOAL_S}}

@@ -38,14 +38,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # 1.4 s at load 9). Set before torch loads; an explicit setting wins and is recorded.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import timm
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import RESULTS, Run, goal, interleave, load_average, median  # noqa: E402
-from modelsurgery.lowmode import low_mode  # noqa: E402
+from bench.common import RESULTS, Run, goal, interleave, median
+from modelsurgery.lowmode import low_mode
+from modelsurgery.train.machine import load_average
 
 
 @dataclass
@@ -106,7 +107,7 @@ def time_steps(step, cfg: Config) -> dict:
     phases = interleave({"full": lambda: step(False), "low": lambda: step(True)}, cfg.repeats, cfg.warmup,
                         self_timed=True)
     full, low = ([sum(p) for p in phases[m]] for m in ("full", "low"))
-    pair = sorted(lo / fu for lo, fu in zip(low, full))
+    pair = sorted(lo / fu for lo, fu in zip(low, full, strict=True))
     split = {m: {name: round(1e3 * median(p[k] for p in phases[m]), 1)
                  for k, name in enumerate(("forward", "backward", "optimizer"))}
              for m in ("full", "low")}

@@ -36,14 +36,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from bench.common import RESULTS, Run, goal, interleave, median  # noqa: E402
-from modelsurgery.cost import cost_table  # noqa: E402
-from modelsurgery.shrink import shrink  # noqa: E402
-from modelsurgery.zoo import rebuild  # noqa: E402
+from bench.common import RESULTS, Run, goal, interleave, median
+from modelsurgery.cost import cost_table
+from modelsurgery.shrink import shrink
+from modelsurgery.zoo import rebuild
 
 MODELS = ["resnet18", "resnet34", "resnet50", "efficientnet_b0", "convnext_tiny", "torchvision:vgg16"]
 HEAVY = {"torchvision:vgg16": 5}  # repeats cap: a VGG-16 target step at batch 32 takes ~10 s on 2 cores
@@ -114,7 +114,8 @@ def profile_pair(target: Step, pretrain: Step, predicted: float) -> dict:
 def summarize(t_times: list[float], p_times: list[float]) -> dict:
     t_med, p_med = median(t_times), median(p_times)
     return {"target_s": t_times, "pretrain_s": p_times, "target_median_s": t_med, "pretrain_median_s": p_med,
-            "speedup": t_med / p_med, "speedup_paired_median": median(a / b for a, b in zip(t_times, p_times))}
+            "speedup": t_med / p_med,
+            "speedup_paired_median": median(a / b for a, b in zip(t_times, p_times, strict=True))}
 
 
 def measure_model(name: str, args) -> dict:
@@ -197,11 +198,11 @@ def plot(records: list[dict], path: Path, info: dict) -> None:
         label = "measured, " + ("contiguous (NCHW)" if key == "cpu" else key.removeprefix("cpu_").replace("_", " "))
         offs = [x + (j - len(keys) / 2) * w for x in xs]
         ax.bar(offs, meas, w, label=label, color=colors[j % 3])
-        for x, m, p in zip(offs, meas, pred):
+        for x, m, p in zip(offs, meas, pred, strict=True):
             ax.text(x, m, f"{m:.2f}x\n{m / p:.0%}", ha="center", va="bottom", fontsize=6)
     offs = [x + len(keys) / 2 * w for x in xs]
     ax.bar(offs, pred, w, label="predicted (Eq. 3 multiplications)", color="#bbbbbb")
-    for x, p in zip(offs, pred):
+    for x, p in zip(offs, pred, strict=True):
         ax.text(x, p, f"{p:.2f}x", ha="center", va="bottom", fontsize=6)
     ax.set_xticks(list(xs), names, fontsize=8)
     ax.set_ylabel("pre-train speed-up per step (x)")

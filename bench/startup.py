@@ -105,8 +105,8 @@ def run_process(argv: list[str], cwd: Path, env: dict) -> dict:
     sel.close()
     stderr = b"".join(err).decode(errors="replace")
     started = [float(ln.split()[1]) - epoch for ln in stderr.splitlines() if ln.startswith("STARTED ")]
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "output_s": last, "started_s": started[-1] if started else None, "exit_code": code,
-            "stderr": stderr}
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "output_s": last,
+            "started_s": started[-1] if started else None, "exit_code": code, "stderr": stderr}
 
 
 def import_times(stderr: str, startup: frozenset[str] = frozenset()) -> dict[str, float]:
@@ -247,7 +247,7 @@ def collect(runs: dict[str, list[dict]], where: dict[str, str], startup: frozens
 
 def report(result: dict) -> None:
     d = result["data"]
-    for name, rec in d["commands"].items():
+    for rec in d["commands"].values():
         b, a = rec["before"], rec["after"]
         flag = "" if a["ok"] and b["ok"] else "  FAILED: " + (a.get("stderr") or b.get("stderr", ""))[-300:]
         print(f"{rec['argv'][:60]:60s} before {b['median_s']:6.2f} s  after {a['median_s']:6.2f} s"

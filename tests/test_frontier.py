@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench import time_to_accuracy as tta
+from bench.tta import sweep
 from bench.frontier import (envelope, frontier_acc, frontier_time, full_step_equivalents, method_point, point_summary,
                             read_frontier, run_key, seed_savings, verdict)
 
@@ -221,9 +222,9 @@ def _fake_training(monkeypatch, calls: list):
                 "step_table": ctx["table"], "branched_at": None, "loss_jump": None,
                 "finished": f"2026-12-05 00:00:{len(calls):02d}"}
 
-    monkeypatch.setattr(tta, "train_one", train_one)
-    monkeypatch.setattr(tta, "step_table", lambda s, kinds, data: {k: 0.1 for k in kinds})
-    monkeypatch.setattr(tta, "plot", lambda path, data: None)
+    monkeypatch.setattr(sweep, "train_one", train_one)   # where the sweep looks them up
+    monkeypatch.setattr(sweep, "step_table", lambda s, kinds, data: {k: 0.1 for k in kinds})
+    monkeypatch.setattr(sweep, "plot", lambda path, data: None)
 
 
 def test_a_cached_run_is_reused_and_a_changed_config_is_not(tmp_path, monkeypatch):
@@ -247,21 +248,21 @@ def test_the_summary_is_written_after_every_run(tmp_path, monkeypatch):
     """Stopped after the third run, the summary holds those three; the rest is trained on the next call."""
     calls: list = []
     _fake_training(monkeypatch, calls)
-    real = tta.train_one
+    real = sweep.train_one
 
     def stop_after_three(s, spec, ctx):
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(s, spec, ctx)
 
-    monkeypatch.setattr(tta, "train_one", stop_after_three)
+    monkeypatch.setattr(sweep, "train_one", stop_after_three)
     argv = ["--quick", "--methods", "low_mode", "--out", str(tmp_path / "tta.json"), "--cache",
             str(tmp_path / "cache"), "--work", str(tmp_path / "work")]
     with pytest.raises(KeyboardInterrupt):
         tta.main(argv)
     data = json.loads((tmp_path / "tta.json").read_text())["data"]
     assert len(data["runs"]) == 3 and not data["complete"]
-    monkeypatch.setattr(tta, "train_one", real)
+    monkeypatch.setattr(sweep, "train_one", real)
     tta.main(argv)
     assert len(calls) == len(tta.plan_runs(tta.parse(argv)[0]))
 
@@ -276,11 +277,40 @@ def test_report_trains_nothing_and_reads_the_newest_step_table(tmp_path, monkeyp
     assert "no cached run of this plan carries a step table" in capsys.readouterr().err
     tta.main(argv)
     n = len(calls)
-    monkeypatch.setattr(tta, "step_table", lambda *a: pytest.fail("--report measured a step table"))
+    monkeypatch.setattr(sweep, "step_table", lambda *a: pytest.fail("--report measured a step table"))
     report = tta.main(argv + ["--report"])
     assert len(calls) == n and report["data"]["complete"]
     assert report["data"]["step_table"]["seconds"]["target 28px"] == 0.1
     assert "verdict" in capsys.readouterr().out
+
+
+CACHED = ROOT / "bench" / "results" / "time_to_accuracy_runs"
+ENVIRONMENT = ("data", "torch", "device", "threads")   # what `tta.plan.environment` adds to a run's config
+
+
+def test_a_committed_cached_run_is_found_under_its_key():
+    """The width-16 baseline, 2 epochs, seed 0: its key from the default settings and the environment it records.
+
+    A changed `run_config` (a renamed field, a moved default) would rename every cached run, and a
+    running frontier would train them all again.
+    """
+    cached = json.loads((CACHED / "4ed689105f1bec03.json").read_text())
+    env = {k: cached["config"][k] for k in ENVIRONMENT}
+    config = tta.run_config(tta.Settings(), tta.Spec("resnet", "baseline", 2, 0), env)
+    assert config == cached["config"]
+    assert run_key(config) == "4ed689105f1bec03" == cached["key"]
+
+
+def test_every_committed_cached_run_is_found_under_its_key():
+    """Every cached run, its methods' parameters (the grow's defaults, low mode's p_low) recomputed from the settings."""
+    paths = sorted(CACHED.glob("*.json"))
+    assert paths
+    for path in paths:
+        c = json.loads(path.read_text())["config"]
+        s = tta.Settings(width=c["width"], batch_size=c["batch_size"], lr=c["lr"], momentum=c["momentum"],
+                         weight_decay=c["weight_decay"], decay=c["decay"], max_batches=c["max_batches"])
+        spec = tta.Spec(c["family"], c["method"], c["epochs"], c["seed"], c.get("variant", ""))
+        assert run_key(tta.run_config(s, spec, {k: c[k] for k in ENVIRONMENT})) == path.stem, spec.name
 
 
 # ---- the whole smoke run -------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""The frontier's sweep: train what is not cached yet, rewriting the summary after every run.
+
+`frontier` measures the sitting's step table, trains each missing run of the plan (`train_one`),
+caches its result under its key and rewrites the results file and its plot; with `report` it
+trains nothing and summarises the cached runs on the newest step table they carry.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.common import Run, write_results
+from bench.frontier import run_key
+from bench.tta.cost import RATIO_KINDS, step_table, width_table
+from bench.tta.plan import FrontierError, Settings, Spec, environment, epoch_kinds, low_kind, method_params, run_config
+from bench.tta.summary import plot, reading, summarise
+from bench.tta.train import train_one
+from modelsurgery.train.machine import load_average
+
+__all__ = ["cached_runs", "frontier", "newest_table", "step_ratios"]
+
+def step_ratios(s: Settings, widths: tuple[int, ...]) -> dict:
+    """Measure `width_table` and write it beside the frontier (`step_ratios.json`)."""
+    if not widths or any(w < 1 for w in widths):
+        raise FrontierError(f"--step-ratios {','.join(map(str, widths)) or '(empty)'}: widths must be positive "
+                            "whole numbers. Hint: 8,16,32,64")
+    run = Run("step_ratios", {"widths": widths, "batch_size": s.batch_size, "speed_steps": s.speed_steps})
+    rows = width_table(s, widths)
+    return run.finish(Path(s.out).with_name("step_ratios.json"), {"widths": rows, "kinds": RATIO_KINDS}, [])
+
+
+def frontier(s: Settings, plan: list[Spec], report: bool = False) -> dict:
+    """Train what is not cached yet, rewriting the summary after every run; returns the summary.
+
+    With `report`, train nothing: summarise the cached runs on the newest step table they carry.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    if s.threads:
+        torch.set_num_threads(s.threads)   # 1 where other processes share the cores: OpenMP threads then spin
+    try:
+        return _frontier(s, plan, report)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cached_runs(s: Settings, plan: list[Spec], env: dict) -> dict[Spec, dict]:
+    """The plan's runs already in the cache, by spec."""
+    paths = {sp: Path(s.cache) / f"{run_key(run_config(s, sp, env))}.json" for sp in plan}
+    return {sp: json.loads(path.read_text()) for sp, path in paths.items() if path.is_file()}
+
+
+def newest_table(results: dict[Spec, dict]) -> dict[str, float]:
+    """The step table of the most recent sitting among `results` (for a report that trains nothing)."""
+    tables = sorted((r["finished"], r["step_table"]) for r in results.values() if r.get("step_table"))
+    if not tables:
+        raise FrontierError(f"no cached run of this plan carries a step table ({len(results)} cached). Hint: run "
+                            "without --report to train and measure one")
+    return tables[-1][1]
+
+
+def _frontier(s: Settings, plan: list[Spec], report: bool) -> dict:
+    from modelsurgery.train import load_dataset, make_loaders
+
+    run = Run("time_to_accuracy", s)
+    env = environment(s)
+    results, out = cached_runs(s, plan, env), Path(s.out)
+    if report:
+        table = newest_table(results)
+    else:
+        data = load_dataset(s.data, size=28)
+        train, val = make_loaders(data, batch_size=s.batch_size, seed=0, max_batches=s.max_batches)
+        ctx = {"data": data, "train": train, "val": val, "environment": env}
+        kinds = {k for sp in plan for k, _ in epoch_kinds(s, sp)} | \
+            {low_kind(method_params(s, sp)) for sp in plan if sp.method == "low_mode"}
+        print(f"step times ({len(kinds)} kinds, interleaved) ...", flush=True)
+        table = ctx["table"] = step_table(s, kinds, data)
+        print("  " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in table.items()), flush=True)
+
+    def write() -> dict:
+        summary, goals = summarise(s, plan, results, table)
+        return run.finish(out, summary, goals)
+
+    for i, sp in enumerate(plan):
+        if sp in results or report:
+            continue
+        print(f"[{i + 1}/{len(plan)}] {sp.name} (load {load_average()})", flush=True)
+        ctx["train"].seed = sp.seed   # each seed its own data order
+        results[sp] = train_one(s, sp, ctx)
+        write_results(Path(s.cache) / f"{results[sp]['key']}.json", results[sp])
+        r = results[sp]
+        print(f"    acc {r['acc']:.4f}  train {r['train_s']:.1f} s  eval {r['eval_s']:.1f} s", flush=True)
+        write()
+    final = write()
+    plot(out.with_suffix(".png"), final["data"])
+    print(reading(final["data"]))
+    print(f"goals: {[(g['name'], g['value'], g['met']) for g in final['goals']]}\nresults in {out}")
+    return final
