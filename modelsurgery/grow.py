@@ -238,8 +238,10 @@ def downscale_state_dict(state: Mapping[str, torch.Tensor], plan: Plan, *,
     return out
 
 
-
-__getattr__ = moved(__name__, {"recalibrate_bn": "modelsurgery.calibrate", "fit_least_squares": "modelsurgery.calibrate",
-                               "with_versions": "modelsurgery.statedict", "METHODS": "modelsurgery.constants:UPSCALES",
+# The refinements moved to `calibrate`, module versions to `statedict`, the choices to `constants`.
+__getattr__ = moved(__name__, {"recalibrate_bn": "modelsurgery.calibrate",
+                               "fit_least_squares": "modelsurgery.calibrate",
+                               "with_versions": "modelsurgery.statedict",
+                               "METHODS": "modelsurgery.constants:UPSCALES",
                                "DEFAULT_METHOD": "modelsurgery.constants:DEFAULT_UPSCALE",
                                "FC_MODES": "modelsurgery.constants"})

@@ -1,4 +1,4 @@
-"""Deprecated: `modelsurgery.train.data` The image readers moved to `modelsurgery.images`; `TensorLoader` to `modelsurgery.train.loader`."""
+"""Deprecated: the image readers are in `modelsurgery.images`, `TensorLoader` in `modelsurgery.train.loader`."""
 
 from ..deprecation import moved
 

@@ -1,4 +1,4 @@
-"""Deprecated: `modelsurgery.train.datasets` What `--data` names is read by `modelsurgery.images`; `make_loaders` is in `modelsurgery.train.loader`."""
+"""Deprecated: what `--data` names is read by `modelsurgery.images`; `make_loaders` is in `train.loader`."""
 
 from ..deprecation import moved
 

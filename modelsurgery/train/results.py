@@ -1,4 +1,4 @@
-"""Deprecated: `modelsurgery.train.results` split into `modelsurgery.recipes_kit.accuracy` (measures) and `.results` (files)."""
+"""Deprecated: split into `modelsurgery.recipes_kit.accuracy` (measures) and `.results` (files)."""
 
 from ..deprecation import moved
 
