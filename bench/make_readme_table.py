@@ -31,7 +31,8 @@ __all__ = ["build", "headline", "load", "splice", "main", "START", "END"]
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 LAYOUT = ("script", "machine", "settings", "goals", "data")
-COMMANDS = {"step_ratios": "python -m bench.time_to_accuracy --step-ratios 8,16,32,64"}   # scripts run as options
+COMMANDS = {"step_ratios": "python -m bench.time_to_accuracy --step-ratios 8,16,32,64",   # scripts run as options
+            "time_to_accuracy_wallcheck": "python -m bench.time_to_accuracy --wall-check"}
 
 
 def _source(name: str, e: dict) -> str:

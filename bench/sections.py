@@ -306,7 +306,6 @@ def startup(e: dict) -> list[str]:
             *goal_lines(e, lambda _, v: num(v, ".2f", " s"))]
 
 
-
 def step_ratios(e: dict) -> list[str]:
     d = e["data"]
     kinds = list(d["kinds"])[1:]
@@ -319,6 +318,18 @@ def step_ratios(e: dict) -> list[str]:
             *md_table(["width", "full step (ms)", *kinds], rows)]
 
 
+def wall_check(e: dict) -> list[str]:
+    d = e["data"]
+    rows = [[f"`{r['name'].split('/')[1]}`", pct(r["acc"], ".2%"), num(r["train_s"], ".0f"), num(r["cost"], ".0f"),
+             num(r["one_off_s"], ".1f"), num(r["wall_over_cost"], ".3f")] for r in d["runs"]]
+    return [f"Seed 0 at the headline budget ({d['headline_epochs']} epochs, width {d['network']['width']}): the "
+            "baseline and each method trained from scratch, back to back in one sitting, each run's training wall "
+            "time against its cost (steps × their relative cost + one-off work, in seconds of the sitting's full "
+            "step). On a quiet machine the two agree.", "",
+            *md_table(["run", "accuracy", "wall (s)", "cost (s)", "one-off (s)", "wall / cost"], rows), "",
+            *goal_lines(e, lambda _, v: "—" if v is None else num(v, ".3f"))]
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "pretrain_speedup": ("Pre-train speed-up per training step", pretrain_speedup),
     "even_kernel_pad": ("Even (2×2) kernels: the cost of padding", even_kernel_pad),
@@ -329,6 +340,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "grow_speed": ("Grow speed", grow_speed),
     "step_ratios": ("Step cost by width", step_ratios),
     "time_to_accuracy": ("Time to accuracy", time_to_accuracy),
+    "time_to_accuracy_wallcheck": ("Time to accuracy: wall time against cost", wall_check),
     "grow_loss_jump": ("Loss jump at the grow", grow_loss_jump),
     "startup": ("Start-up time of `msurg`", startup)}
 

@@ -53,7 +53,7 @@ import sys
 from bench.tta.cost import estimate, run_cost, step_table
 from bench.tta.plan import ABLATIONS, METHODS, QUICK, Settings, Spec, plan_runs, run_config, validate
 from bench.tta.summary import plot
-from bench.tta.sweep import frontier, step_ratios
+from bench.tta.sweep import frontier, step_ratios, wall_check
 from bench.tta.train import train_one
 from modelsurgery.errors import SurgeryError
 
@@ -61,7 +61,7 @@ from modelsurgery.errors import SurgeryError
 # (`main` calls it); the sweep looks up `train_one`, `step_table` and `plot` in `bench.tta.sweep`,
 # so that is the module to patch.
 __all__ = ["ABLATIONS", "METHODS", "Settings", "Spec", "estimate", "frontier", "main", "parse", "plan_runs", "plot",
-           "run_config", "run_cost", "step_ratios", "step_table", "train_one", "validate"]
+           "run_config", "run_cost", "step_ratios", "step_table", "train_one", "validate", "wall_check"]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -69,8 +69,11 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
 
-def parse(argv=None) -> tuple[Settings, bool, bool, tuple[int, ...] | None]:
-    """(settings, --estimate, --report, --step-ratios widths or None) from the command line."""
+def parse(argv=None) -> tuple[Settings, bool, bool | str, tuple[int, ...] | None]:
+    """(settings, --estimate, --report, --step-ratios widths or None) from the command line.
+
+    With --wall-check the third is "wall-check" ("wall-check report" with --report too).
+    """
     ap = argparse.ArgumentParser(prog="python -m bench.time_to_accuracy", description=__doc__.split("\n\n")[0])
     d = Settings()
     ap.add_argument("--data", default=d.data, help="IDX folder with Fashion-MNIST, or 'fixture'")
@@ -96,10 +99,15 @@ def parse(argv=None) -> tuple[Settings, bool, bool, tuple[int, ...] | None]:
                     help="train nothing: measure each kind of step against a full one at these widths "
                          "(e.g. 8,16,32,64) and write bench/results/step_ratios.json")
     ap.add_argument("--estimate", action="store_true", help="print the run list and the estimated time; train nothing")
+    ap.add_argument("--wall-check", action="store_true",
+                    help="time seed 0's headline runs (the baseline, then each method) back to back from scratch, "
+                         "and compare each one's wall time with its cost; run it on a quiet machine")
     ap.add_argument("--report", action="store_true",
                     help="train nothing: summarise the cached runs (on the newest step table they carry) and plot")
     args = vars(ap.parse_args(argv))
     dry, report, widths = args.pop("estimate"), args.pop("report"), args.pop("step_ratios")
+    if args.pop("wall_check"):
+        report = "wall-check" if not report else "wall-check report"
     given = {k: v for k, v in args.items() if v is not None and v != getattr(d, k, None)}
     s = Settings(**{**(QUICK if args["quick"] else {}), **given})
     return s, dry, report, widths
@@ -111,6 +119,8 @@ def main(argv=None) -> dict | None:
         if widths is not None:
             return step_ratios(s, widths)
         validate(s)
+        if isinstance(report, str):
+            return wall_check(s, report=report.endswith("report"))
         plan = plan_runs(s)
         rows, total = estimate(s, plan)
         if dry:

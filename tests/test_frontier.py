@@ -17,6 +17,7 @@ import pytest
 
 from bench import time_to_accuracy as tta
 from bench.tta import sweep
+from bench.tta.plan import branch_epoch
 from bench.frontier import (envelope, frontier_acc, frontier_time, full_step_equivalents, method_point, point_summary,
                             read_frontier, run_key, seed_savings, verdict)
 
@@ -398,3 +399,33 @@ def test_gpu_check_runs_its_scripts_on_the_cpu(tmp_path):
     for name in ("pretrain_speedup-cpu.json", "lowmode_cost-cpu.json", "time_to_accuracy-cpu.json"):
         assert json.loads((tmp_path / name).read_text())
     assert json.loads((tmp_path / "time_to_accuracy-cpu.json").read_text())["data"]["complete"]
+
+
+def test_wall_check_trains_the_headline_back_to_back_and_compares_wall_with_cost(tmp_path, monkeypatch):
+    """Seed 0 at the headline, baseline first, from scratch; wall/cost by hand: 1.05 and 1.20, worst 0.20 > 0.10."""
+    calls: list = []
+    _fake_training(monkeypatch, calls)
+    slow = {"baseline": 1.05, "kernel_rescaling": 1.20}
+
+    def train_one(s, spec, ctx):
+        assert branch_epoch(s, spec) is None   # no trunk: every run from scratch
+        calls.append(spec.name)
+        steps = {"target 28px": 10 * spec.epochs}
+        return {"key": run_key(tta.run_config(s, spec, ctx["environment"])), "name": spec.name, "acc": 0.9,
+                "train_s": 10 * spec.epochs * 0.1 * slow[spec.method], "eval_s": 1.0, "steps": steps,
+                "one_off_s": 0.0, "step_table": ctx["table"], "branched_at": None, "loss_jump": None,
+                "finished": "2026-12-05 00:00:00", "loadavg": {"before": [0.1], "after": [2.0]}}
+
+    monkeypatch.setattr(sweep, "train_one", train_one)
+    argv = ["--quick", "--wall-check", "--methods", "kernel_rescaling", "--out", str(tmp_path / "tta.json"),
+            "--cache", str(tmp_path / "cache"), "--work", str(tmp_path / "work")]
+    result = tta.main(argv)
+    assert calls == ["resnet/baseline/3ep/seed0", "resnet/kernel_rescaling/3ep/seed0"]
+    runs = result["data"]["runs"]
+    assert [r["wall_over_cost"] for r in runs] == [pytest.approx(1.05), pytest.approx(1.20)]
+    assert [r["cost"] for r in runs] == [pytest.approx(3.0), pytest.approx(3.0)]   # 30 steps × 0.1 s
+    assert result["goals"][0]["value"] == pytest.approx(0.20) and not result["goals"][0]["met"]
+    assert (tmp_path / "tta_wallcheck.json").is_file() and not (tmp_path / "tta.json").exists()
+    assert not list((tmp_path / "cache").glob("*.json"))   # the frontier's cache is left alone
+    text, _ = __import__("bench.make_readme_table", fromlist=["build"]).build(tmp_path)
+    assert "| `kernel_rescaling` | 90.00% | 4 | 3 | 0.0 | 1.200 |" in text

@@ -88,6 +88,7 @@ class Settings:
     speed_steps: int = 6
     epoch_s: float = 90.0   # s per full epoch, width 16, 2-core AMD EPYC (353 ms a step, 235 steps, the loader)
     quick: bool = False
+    branch: bool = True   # baselines branch off their seed's trunk; the wall check trains each from scratch
     out: str = str(RESULTS / "time_to_accuracy.json")
     cache: str = str(RESULTS / "time_to_accuracy_runs")
     work: str = str(ROOT / "runs" / "time_to_accuracy")
@@ -235,7 +236,8 @@ def environment(s: Settings) -> dict:
 def branch_epoch(s: Settings, spec: Spec) -> int | None:
     """The trunk epoch a baseline run branches off (where its cool-down starts), if it is a whole one."""
     start = spec.epochs * (1 - s.decay)
-    return int(start) if spec.method == "baseline" and start >= 1 and float(start).is_integer() else None
+    whole = start >= 1 and float(start).is_integer()
+    return int(start) if s.branch and spec.method == "baseline" and whole else None
 
 
 def epoch_kinds(s: Settings, spec: Spec, pretrain: int = 19) -> list[tuple[str, float]]:

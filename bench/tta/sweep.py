@@ -7,18 +7,21 @@ trains nothing and summarises the cached runs on the newest step table they carr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
-from bench.common import Run, write_results
+from bench.common import Run, goal, write_results
 from bench.frontier import run_key
-from bench.tta.cost import RATIO_KINDS, step_table, width_table
+from bench.tta.cost import RATIO_KINDS, run_cost, step_table, width_table
 from bench.tta.plan import FrontierError, Settings, Spec, environment, epoch_kinds, low_kind, method_params, run_config
 from bench.tta.summary import plot, reading, summarise
 from bench.tta.train import train_one
 from modelsurgery.train.machine import load_average
 
-__all__ = ["cached_runs", "frontier", "newest_table", "step_ratios"]
+__all__ = ["cached_runs", "frontier", "newest_table", "step_ratios", "wall_check", "wall_check_plan"]
+
+AGREE = 0.10   # the wall check: each run's wall time within 10 % of its cost
 
 def step_ratios(s: Settings, widths: tuple[int, ...]) -> dict:
     """Measure `width_table` and write it beside the frontier (`step_ratios.json`)."""
@@ -28,6 +31,46 @@ def step_ratios(s: Settings, widths: tuple[int, ...]) -> dict:
     run = Run("step_ratios", {"widths": widths, "batch_size": s.batch_size, "speed_steps": s.speed_steps})
     rows = width_table(s, widths)
     return run.finish(Path(s.out).with_name("step_ratios.json"), {"widths": rows, "kinds": RATIO_KINDS}, [])
+
+
+def wall_check_plan(s: Settings) -> tuple[Settings, list[Spec]]:
+    """The wall check's settings and runs: seed 0 at the headline, the baseline then each method.
+
+    Each run trains from scratch (no trunk), into its own cache and results file, so that it
+    neither reuses nor disturbs the frontier's runs.
+    """
+    out = Path(s.out).with_name(Path(s.out).stem + "_wallcheck.json")
+    s = dataclasses.replace(s, branch=False, ablations=False, out=str(out), cache=str(out.with_suffix("")) + "_runs",
+                            work=str(Path(s.work).with_name(Path(s.work).name + "-wallcheck")))
+    methods = [m for m in s.methods if m != "coarse_to_fine"]
+    return s, [Spec("resnet", m, s.headline, 0) for m in ("baseline", *methods)]
+
+
+def wall_check(s: Settings, report: bool = False) -> dict:
+    """Time the headline's runs back to back in one sitting: does each one's wall time match its cost?
+
+    Run it on a quiet machine: then wall time and cost (steps × their relative cost + one-off work,
+    in seconds of this sitting's full step) agree within `AGREE`; a run that differs more says
+    where the cost model misses time (its `wall_over_cost`).
+    """
+    s, plan = wall_check_plan(s)
+    return _frontier(s, plan, report, summary=_wall_summary, script="time_to_accuracy_wallcheck")
+
+
+def _wall_summary(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: dict) -> tuple[dict, list]:
+    rows = []
+    for sp in plan:
+        if sp in results:
+            r = results[sp]
+            cost = run_cost(r, sp.family, table)
+            rows.append({"name": sp.name, "acc": r["acc"], "train_s": round(r["train_s"], 1), "cost": cost,
+                         "one_off_s": r.get("one_off_s"), "wall_over_cost": round(r["train_s"] / cost, 4) if cost
+                         else None, "loadavg": r.get("loadavg")})
+    worst = max((abs(r["wall_over_cost"] - 1) for r in rows if r["wall_over_cost"]), default=None)
+    data = {"runs": rows, "step_table": table, "headline_epochs": s.headline, "network": {"width": s.width},
+            "complete": len(rows) == len(plan), "missing": [sp.name for sp in plan if sp not in results]}
+    return data, [goal(f"wall_time_within_{round(AGREE * 100)}pct_of_cost", worst, AGREE,
+                       worst is not None and worst <= AGREE)]
 
 
 def frontier(s: Settings, plan: list[Spec], report: bool = False) -> dict:
@@ -61,10 +104,10 @@ def newest_table(results: dict[Spec, dict]) -> dict[str, float]:
     return tables[-1][1]
 
 
-def _frontier(s: Settings, plan: list[Spec], report: bool) -> dict:
+def _frontier(s: Settings, plan: list[Spec], report: bool, summary=None, script: str = "time_to_accuracy") -> dict:
     from modelsurgery.train import load_dataset, make_loaders
 
-    run = Run("time_to_accuracy", s)
+    run = Run(script, s)
     env = environment(s)
     results, out = cached_runs(s, plan, env), Path(s.out)
     if report:
@@ -80,8 +123,8 @@ def _frontier(s: Settings, plan: list[Spec], report: bool) -> dict:
         print("  " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in table.items()), flush=True)
 
     def write() -> dict:
-        summary, goals = summarise(s, plan, results, table)
-        return run.finish(out, summary, goals)
+        data, goals = (summary or summarise)(s, plan, results, table)
+        return run.finish(out, data, goals)
 
     for i, sp in enumerate(plan):
         if sp in results or report:
@@ -94,6 +137,10 @@ def _frontier(s: Settings, plan: list[Spec], report: bool) -> dict:
         print(f"    acc {r['acc']:.4f}  train {r['train_s']:.1f} s  eval {r['eval_s']:.1f} s", flush=True)
         write()
     final = write()
+    if summary is not None:   # the wall check: a list of runs, no frontier to plot
+        for r in final["data"]["runs"]:
+            print(f"{r['name']:48s} wall {r['train_s']:7.1f} s  cost {r['cost']} s  wall/cost {r['wall_over_cost']}")
+        return final
     plot(out.with_suffix(".png"), final["data"])
     print(reading(final["data"]))
     print(f"goals: {[(g['name'], g['value'], g['met']) for g in final['goals']]}\nresults in {out}")
