@@ -135,8 +135,8 @@ class Run:
 
     def machine(self) -> dict[str, Any]:
         """`machine_info()` now, with the load average at start and now, run time and git revision."""
+        from modelsurgery.recipes_kit.machine import machine_info
         from modelsurgery.recipes_kit.results import git_revision
-        from modelsurgery.train.machine import machine_info
 
         info = machine_info()
         info["loadavg_start"], info["loadavg_end"] = self.loadavg_start, info.pop("loadavg")

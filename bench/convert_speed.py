@@ -4,7 +4,7 @@ Two views of each command, for resnet50, convnext_tiny and efficientnet_b0:
   process   the CLI as a whole process (`msurg ...`): wall time and peak RSS, read with
             os.wait4 for that child alone (ru_maxrss).
   in-process a fresh interpreter that first imports everything the command needs (timed), then
-            calls the same API function (`convert.shrink_to_file`, `convert.grow_file`,
+            calls the same API function (`files.shrink_to_file`, `files.grow_file`,
             `export.export_file`) and times that: the work in our code after the imports.
             Grow is split into its steps (read, rebuild target, verify, grow, save, fidelity check).
 Baselines: the peak RSS of `python -c "import modelsurgery.cli"` (what the CLI loads up front)
@@ -42,8 +42,9 @@ GOAL_GROW_S = 2.0  # resnet50 grow, work after the imports
 GOAL_RSS_FACTOR = 3.0  # peak RSS < baseline + 3x checkpoint size
 # Everything the three commands import, for the in-process runs and the "with imports" baseline.
 IMPORTS = ("import torch, timm, torchvision, safetensors.torch, click, scipy, onnx\n"
-           "import modelsurgery.cli, modelsurgery.convert, modelsurgery.grow, modelsurgery.shrink, modelsurgery.zoo\n"
-           "import modelsurgery.checkpoint, modelsurgery.export, modelsurgery.train.data, modelsurgery.cost\n"
+           "import modelsurgery.cli, modelsurgery.files, modelsurgery.grow, modelsurgery.shrink, modelsurgery.zoo\n"
+           "import modelsurgery.checkpoint, modelsurgery.export, modelsurgery.images, modelsurgery.train.loader\n"
+           "import modelsurgery.cost\n"
            "import torch.onnx\n"
            "try:\n    import onnxscript, onnxruntime\nexcept ImportError:\n    pass\n")
 
@@ -87,8 +88,8 @@ def worker(verb: str, args: list[str]) -> None:
     exec(IMPORTS, {})
     import torch
 
-    import modelsurgery.convert as convert
     import modelsurgery.export as export
+    import modelsurgery.files as files
     import modelsurgery.zoo as zoo
 
     grow = importlib.import_module("modelsurgery.grow")  # the module: the package attribute `grow` is the function
@@ -100,14 +101,14 @@ def worker(verb: str, args: list[str]) -> None:
     if verb == "grow":
         for name in ("open_weights", "_grow_plan", "pick_weights", "_pretrain_net", "verify_state_dict", "save",
                      "_fidelity"):
-            _timed(convert, name, steps)
+            _timed(files, name, steps)
         _timed(zoo, "rebuild", steps)
         _timed(grow, "grow", steps)
     start = time.perf_counter()
     if verb == "shrink":
-        convert.shrink_to_file(args[0], args[1], force=True)
+        files.shrink_to_file(args[0], args[1], force=True)
     elif verb == "grow":
-        convert.grow_file(args[0], args[1], force=True)
+        files.grow_file(args[0], args[1], force=True)
     else:
         export.export_file(args[0], args[1], force=True)
     call_s = time.perf_counter() - start

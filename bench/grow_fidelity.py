@@ -43,12 +43,14 @@ import torch.nn.functional as F
 
 from bench.common import RESULTS, Run, goal
 from modelsurgery.calibrate import fit_least_squares, recalibrate_bn
-from modelsurgery.constants import DEFAULT_METHOD
+from modelsurgery.constants import DEFAULT_UPSCALE
 from modelsurgery.errors import ConversionError
 from modelsurgery.grow import grow
+from modelsurgery.images import DEFAULT_ROOT, load_fashion_mnist
 from modelsurgery.nets import build_model
 from modelsurgery.shrink import shrink
-from modelsurgery.train import DEFAULT_ROOT, TensorLoader, Trainer, load_fashion_mnist
+from modelsurgery.train.loader import TensorLoader
+from modelsurgery.train.loop import Trainer
 
 GOAL_RETENTION = 0.90  # the default method keeps >= 90 % of the pre-train's accuracy
 
@@ -229,10 +231,10 @@ def main(cfg: Config, out: Path) -> dict:
     runs = [run_padding(cfg, data, padding) for padding in cfg.paddings]
     scratch = scratch_baseline(cfg, data)
     print(f"target from scratch, {cfg.finetune_steps} steps: {scratch:.4f}")
-    default = runs[0]["methods"][DEFAULT_METHOD]
+    default = runs[0]["methods"][DEFAULT_UPSCALE]
     calibrated = runs[0]["methods"][CALIBRATED_DEFAULT]
     best = max(((k, v) for k, v in runs[0]["methods"].items() if v["valid"]), key=lambda kv: kv[1]["grown_acc"])
-    summary = {"padding": runs[0]["padding"], "default_method": DEFAULT_METHOD,
+    summary = {"padding": runs[0]["padding"], "default_method": DEFAULT_UPSCALE,
                "calibrated_default": CALIBRATED_DEFAULT, "best_method": best[0],
                "best_retention": best[1]["retention"], "cpu_seconds": round(time.process_time(), 1)}
     goals = [goal("default_method_keeps_at_least_90pct", default["retention"], GOAL_RETENTION,
@@ -240,7 +242,7 @@ def main(cfg: Config, out: Path) -> dict:
              goal("calibrated_default_keeps_at_least_90pct", calibrated["retention"], GOAL_RETENTION,
                   calibrated["retention"] >= GOAL_RETENTION)]
     result = run.finish(out, {"runs": runs, "scratch_finetune_acc": scratch, "summary": summary}, goals)
-    print(f"default ({DEFAULT_METHOD}) keeps {default['retention']:.1%}, with --calibrate ({CALIBRATED_DEFAULT}) "
+    print(f"default ({DEFAULT_UPSCALE}) keeps {default['retention']:.1%}, with --calibrate ({CALIBRATED_DEFAULT}) "
           f"{calibrated['retention']:.1%}, best ({best[0]}) {best[1]['retention']:.1%} of the pre-train's "
           f"accuracy; {result['machine']['runtime_s']} s ({summary['cpu_seconds']} s CPU) -> {out}")
     return result

@@ -39,19 +39,15 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.common import RESULTS, Run, goal
-from modelsurgery.methods import KernelRescaling
+from modelsurgery.images import DEFAULT_ROOT, load_dataset
+from modelsurgery.methods.kernel_rescaling import KernelRescaling
 from modelsurgery.nets import build_model
-from modelsurgery.train import (
-    DEFAULT_ROOT,
-    Rewarm,
-    Trainer,
-    WarmupStableDecay,
-    fit,
-    load_dataset,
-    loss_jump,
-    make_loaders,
-    seed_everything,
-)
+from modelsurgery.recipes_kit.accuracy import loss_jump
+from modelsurgery.recipes_kit.runs import fit
+from modelsurgery.train.dist import seed_everything
+from modelsurgery.train.loader import make_loaders
+from modelsurgery.train.loop import Trainer
+from modelsurgery.train.schedules import Rewarm, WarmupStableDecay
 
 GROWS = {"pinv+bn": 0, "lstsq+bn": 512}        # grow name -> least-squares images (0: off)
 VARIANTS = [(g, carry, rewarm) for g in GROWS for carry in (False, True) for rewarm in (0.0, 0.2)]

@@ -4,7 +4,7 @@ Three views, each repeated and reported as the median (and min):
   process   `msurg grow CKPT --out OUT --force` as a whole process: interpreter start, imports,
             reading, verifying, growing, the strict load, the atomic save and the fidelity check;
             beside it, a process that only imports the same modules (start-up share).
-  call      `convert.grow_file(...)` in a warm interpreter (the same work without start-up and
+  call      `files.grow_file(...)` in a warm interpreter (the same work without start-up and
             imports), with the fidelity check's share measured separately.
   grow      `modelsurgery.grow.grow(state_dict, plan)` alone: the pure dict -> dict conversion.
 
@@ -35,7 +35,7 @@ import torch
 
 from bench.common import RESULTS, Run, goal, interleave, median, summary
 from modelsurgery.cli import format_report
-from modelsurgery.train.machine import load_average
+from modelsurgery.recipes_kit.machine import load_average
 
 MSURG = str(Path(sys.executable).with_name("msurg"))
 GOAL_S = 5.0  # growing a resnet50 checkpoint takes under 5 s wall
@@ -54,7 +54,7 @@ def time_process(ckpt: Path, out: Path) -> float:
 def time_imports() -> float:
     """A process that only imports what `msurg grow` imports: the start-up share of the process view."""
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    code = "import modelsurgery.cli, modelsurgery.convert, modelsurgery.grow, modelsurgery.train.data, timm"
+    code = "import modelsurgery.cli, modelsurgery.files, modelsurgery.grow, modelsurgery.images, timm"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env)
     return time.perf_counter() - start
@@ -62,9 +62,9 @@ def time_imports() -> float:
 
 def time_call(ckpt: Path, out: Path) -> tuple[float, float, str]:
     """grow_file in this interpreter; also the time spent in its fidelity check."""
-    import modelsurgery.convert as convert
+    import modelsurgery.files as files
 
-    original, spent = convert._fidelity, []
+    original, spent = files._fidelity, []
 
     def fidelity(*args, **kwargs):
         start = time.perf_counter()
@@ -73,13 +73,13 @@ def time_call(ckpt: Path, out: Path) -> tuple[float, float, str]:
         finally:
             spent.append(time.perf_counter() - start)
 
-    convert._fidelity = fidelity
+    files._fidelity = fidelity
     try:
         start = time.perf_counter()
-        report = convert.grow_file(ckpt, out, force=True)
+        report = files.grow_file(ckpt, out, force=True)
         return time.perf_counter() - start, spent[0], report
     finally:
-        convert._fidelity = original
+        files._fidelity = original
 
 
 def time_grow(ckpt: Path) -> float:

@@ -45,8 +45,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import RESULTS, Run, goal, interleave, median
-from modelsurgery.lowmode import low_mode
-from modelsurgery.train.machine import load_average
+from modelsurgery.lowmode.forward import low_mode
+from modelsurgery.recipes_kit.machine import load_average
 
 
 @dataclass

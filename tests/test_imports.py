@@ -42,7 +42,7 @@ LEVELS = [
     ("the training loop", ["modelsurgery.train"]),
     ("the recipes' runs and reports", ["modelsurgery.recipes_kit"]),
 ]
-PROJECT = [PACKAGE, ROOT / "recipes", ROOT / "tests", ROOT / "fixtures"]
+PROJECT = [PACKAGE, ROOT / "recipes", ROOT / "bench", ROOT / "tests", ROOT / "fixtures"]
 
 
 def module_name(path: Path) -> str:

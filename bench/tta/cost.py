@@ -42,8 +42,8 @@ def step_table(s: Settings, kinds: set[str], data) -> dict[str, float]:
 
     import torch
 
-    from modelsurgery.lowmode import low_mode
-    from modelsurgery.methods import CoarseToFine
+    from modelsurgery.lowmode.forward import low_mode
+    from modelsurgery.methods.coarse_to_fine import CoarseToFine
     from modelsurgery.nets import build_model
     from modelsurgery.shrink import shrink
 
@@ -85,7 +85,7 @@ def width_table(s: Settings, widths: tuple[int, ...]) -> dict:
     The kinds: kernel rescaling's pre-train step (2×2 kernels, 19 px), the same network resized
     alone (3×3 at 19 and 14 px) and a low-mode step, each against a full 28 px step, interleaved.
     """
-    from modelsurgery.train import load_dataset
+    from modelsurgery.images import load_dataset
 
     data = load_dataset("fixture" if s.data == "fixture" else s.data, size=28)
     rows = {}

@@ -242,8 +242,7 @@ def branch_epoch(s: Settings, spec: Spec) -> int | None:
 
 def epoch_kinds(s: Settings, spec: Spec, pretrain: int = 19) -> list[tuple[str, float]]:
     """Each epoch's kind of step and its low-mode share: what --estimate costs and the step table measures."""
-    from modelsurgery.methods import ProgressiveResizing
-    from modelsurgery.train import ramp_size
+    from modelsurgery.methods.progressive_resizing import ProgressiveResizing, ramp_size
 
     b, p = spec.epochs, method_params(s, spec)
     if spec.family == "c2f":

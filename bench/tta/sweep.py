@@ -17,7 +17,7 @@ from bench.tta.cost import RATIO_KINDS, run_cost, step_table, width_table
 from bench.tta.plan import FrontierError, Settings, Spec, environment, epoch_kinds, low_kind, method_params, run_config
 from bench.tta.summary import plot, reading, summarise
 from bench.tta.train import train_one
-from modelsurgery.train.machine import load_average
+from modelsurgery.recipes_kit.machine import load_average
 
 __all__ = ["cached_runs", "frontier", "newest_table", "step_ratios", "wall_check", "wall_check_plan"]
 
@@ -105,7 +105,8 @@ def newest_table(results: dict[Spec, dict]) -> dict[str, float]:
 
 
 def _frontier(s: Settings, plan: list[Spec], report: bool, summary=None, script: str = "time_to_accuracy") -> dict:
-    from modelsurgery.train import load_dataset, make_loaders
+    from modelsurgery.images import load_dataset
+    from modelsurgery.train.loader import make_loaders
 
     run = Run(script, s)
     env = environment(s)

@@ -14,15 +14,20 @@ from pathlib import Path
 from bench.frontier import run_key
 from bench.tta.cost import now
 from bench.tta.plan import Settings, Spec, branch_epoch, low_kind, method_params, run_config
-from modelsurgery.train.machine import load_average
+from modelsurgery.recipes_kit.machine import load_average
 
 __all__ = ["build", "grow_trunk", "steps_by_kind", "train_one", "trainer_for"]
 
 def build(s: Settings, spec: Spec, data):
     """(network, method object, form, plan, schedule) of `spec`."""
-    from modelsurgery.methods import CoarseToFine, Compose, KernelRescaling, LowMode, ProgressiveResizing
+    from modelsurgery.methods.base import Compose
+    from modelsurgery.methods.coarse_to_fine import CoarseToFine
+    from modelsurgery.methods.kernel_rescaling import KernelRescaling
+    from modelsurgery.methods.low_mode import LowMode
+    from modelsurgery.methods.progressive_resizing import ProgressiveResizing
     from modelsurgery.nets import C2FNet, build_model
-    from modelsurgery.train import Rewarm, WarmupStableDecay, seed_everything
+    from modelsurgery.train.dist import seed_everything
+    from modelsurgery.train.schedules import Rewarm, WarmupStableDecay
 
     b, p = spec.epochs, method_params(s, spec)
     schedule = WarmupStableDecay(s.lr, b, decay=s.decay)
@@ -59,7 +64,7 @@ def build(s: Settings, spec: Spec, data):
 
 def trainer_for(s: Settings, ctx: dict, model, method, form, plan, schedule, checkpoint: Path):
     """The Trainer of one run (or trunk), `method`'s hooks wired in, checkpointing to `checkpoint`."""
-    from modelsurgery.train import Trainer
+    from modelsurgery.train.loop import Trainer
 
     return Trainer(model, ctx["train"], None, schedule=schedule, momentum=s.momentum, weight_decay=s.weight_decay,
                    seed=ctx["seed"], checkpoint_path=checkpoint, progress=False, on_epoch_start=[method.on_epoch_start],
@@ -68,7 +73,8 @@ def trainer_for(s: Settings, ctx: dict, model, method, form, plan, schedule, che
 
 def grow_trunk(s: Settings, spec: Spec, ctx: dict, epoch: int) -> Path | None:
     """The baseline trunk's checkpoint at `epoch` (trained on, from its last checkpoint, if needed)."""
-    from modelsurgery.train import WarmupStableDecay, fit
+    from modelsurgery.recipes_kit.runs import fit
+    from modelsurgery.train.schedules import WarmupStableDecay
 
     trunk = Spec(spec.family, "trunk", 0, spec.seed)
     folder = Path(s.work) / f"trunk-{run_key(run_config(s, trunk, ctx['environment']))}"
@@ -79,7 +85,7 @@ def grow_trunk(s: Settings, spec: Spec, ctx: dict, epoch: int) -> Path | None:
     flat = WarmupStableDecay(s.lr, epoch / (1 - s.decay), decay=s.decay)   # constant up to `epoch`, as every branch
     trainer = trainer_for(s, ctx, model, method, form, plan, flat, folder / "last.safetensors")
     if trainer.checkpoint_path.is_file():
-        from modelsurgery.train import read_checkpoint_info
+        from modelsurgery.train.state import read_checkpoint_info
 
         if read_checkpoint_info(trainer.checkpoint_path).train["epoch"] > epoch:
             return None   # the trunk is past this branch point (a budget added later): train from scratch
@@ -90,7 +96,8 @@ def grow_trunk(s: Settings, spec: Spec, ctx: dict, epoch: int) -> Path | None:
 
 def train_one(s: Settings, spec: Spec, ctx: dict) -> dict:
     """Train `spec` (resuming its own checkpoint, or branching off the trunk), evaluate, return its result."""
-    from modelsurgery.train import fit, loss_jump
+    from modelsurgery.recipes_kit.accuracy import loss_jump
+    from modelsurgery.recipes_kit.runs import fit
 
     ctx["seed"] = spec.seed
     config = run_config(s, spec, ctx["environment"])
