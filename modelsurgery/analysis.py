@@ -285,7 +285,8 @@ def _linear_interface(node: fx.Node, linear: nn.Linear, modules: dict) -> FCReco
             if not flattened or c * h * w != linear.in_features:
                 return None
             pool = None
-            if cur.op == "call_module" and isinstance(modules[cur.target], (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            adaptive = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+            if cur.op == "call_module" and isinstance(modules[cur.target], adaptive):
                 pool = cur.target
             if h * w == 1:  # a global pool head: the Linear sees C inputs at every size
                 return None

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.fx as fx
@@ -70,7 +70,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
             model(x)
             seen += len(x)
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=False):
             m.momentum = momentum
         model.eval()
     return seen
@@ -180,7 +180,7 @@ def _patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
     elif pad == "valid":
         pad = 0
     elif pad == "same":  # stride 1; PyTorch puts the odd pixel at the bottom/right
-        (th, tw) = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        (th, tw) = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=False)]
         x, pad = F.pad(x, (tw // 2, tw - tw // 2, th // 2, th - th // 2)), 0
     cols = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=pad, stride=conv.stride)
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
@@ -201,7 +201,7 @@ def _normal_equations(conv: nn.Conv2d, x: torch.Tensor, y_small: torch.Tensor, m
     chunk = max(1, int(2 ** 23 // max(1, groups * d * out_hw[0] * out_hw[1])))
     gram = torch.zeros(groups, d, d, dtype=torch.float64)
     xty = torch.zeros(groups, d, out_ch // groups, dtype=torch.float64)
-    for xs, ys in zip(x.split(chunk), y_small.split(chunk)):
+    for xs, ys in zip(x.split(chunk), y_small.split(chunk), strict=False):
         patches = _patches(conv, xs)
         if patches is None:
             return None

@@ -11,8 +11,8 @@ import copy
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -250,8 +250,8 @@ def load(path, model: nn.Module | None = None, *, plan: Plan | None = None, ema:
 def load_reporting(path, model: nn.Module | None = None, *, plan: Plan | None = None, ema: bool = False
                    ) -> tuple[nn.Module, Plan, WeightsRead]:
     """`load`, also saying which weights of the file it read (the wrapper key, the prefix removed)."""
-    from .statedict import with_versions
     from .shrink import apply_plan
+    from .statedict import with_versions
     from .zoo import rebuild
 
     stored, meta = open_weights(path)

@@ -11,8 +11,18 @@ import warnings
 
 import click
 
-from .constants import (DEFAULT_DOWNSCALE_METHOD, DEFAULT_EVEN_PADDING, DEFAULT_FC, DEFAULT_UPSCALE, DOWNSCALE_METHODS,
-                        EVEN_PADDINGS, FC_MODES, LSQ, TABLE1, UPSCALES)
+from .constants import (
+    DEFAULT_DOWNSCALE_METHOD,
+    DEFAULT_EVEN_PADDING,
+    DEFAULT_FC,
+    DEFAULT_UPSCALE,
+    DOWNSCALE_METHODS,
+    EVEN_PADDINGS,
+    FC_MODES,
+    LSQ,
+    TABLE1,
+    UPSCALES,
+)
 from .errors import SurgeryError
 from .paths import check_paths, target_path
 
@@ -72,8 +82,10 @@ def _model_options(f):
                      help="Target input size in pixels [default: the model's pretrained_cfg size, else 224].")(f)
     f = click.option("--input-size", type=click.IntRange(min=1), default=None,
                      help="Pre-train input size [default: round(target / s1), s1 = first shrunk kernel's k/k'].")(f)
-    f = click.option("--in-chans", type=click.IntRange(min=1), default=None, help="Input channels (passed to the model).")(f)
-    f = click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classes (passed to the model).")(f)
+    f = click.option("--in-chans", type=click.IntRange(min=1), default=None,
+                     help="Input channels (passed to the model).")(f)
+    f = click.option("--num-classes", type=click.IntRange(min=1), default=None,
+                     help="Classes (passed to the model).")(f)
     f = click.option("--even-padding", type=click.Choice(EVEN_PADDINGS), default=DEFAULT_EVEN_PADDING,
                      show_default=True, help="Where even kernels put their extra pixel of padding.")(f)
     return f

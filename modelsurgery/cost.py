@@ -89,10 +89,11 @@ def format_table(plan: Plan, table: CostTable | None = None) -> str:
     """The `msurg plan` table: one row per conv, then the FC interfaces, then totals."""
     table = table or cost_table(plan)
     width = max([len(r.name) for r in table.rows] + [5])
-    head = f"{'layer':<{width}}  {'kernel':>9}  {'s':>5}  {'target HxW':>10}  {'pre HxW':>8}  {'target mults':>14}  {'pre mults':>14}"
+    head = (f"{'layer':<{width}}  {'kernel':>9}  {'s':>5}  {'target HxW':>10}  {'pre HxW':>8}  {'target mults':>14}  "
+            f"{'pre mults':>14}")
     lines = [f"{plan.source.spec}: target {plan.target_size}px -> pre-train {plan.input_size}px", head, "-" * len(head)]
     for r in table.rows:
-        kern = f"{_hw(r.kernel)}>{_hw(r.small_kernel)}" if r.kind == "conv" else f"fc {_hw(r.kernel)}>{_hw(r.small_kernel)}"
+        kern = ("" if r.kind == "conv" else "fc ") + f"{_hw(r.kernel)}>{_hw(r.small_kernel)}"
         lines.append(f"{r.name:<{width}}  {kern:>9}  {r.s:5.2f}  {_hw(r.out_hw):>10}  {_hw(r.small_out_hw):>8}  "
                      f"{r.mults:>14,}  {r.small_mults:>14,}")
     lo, hi = table.bounds

@@ -4,7 +4,8 @@
 size) are also `ValueError`s, so ordinary Python code can catch them as such. The CLI turns
 any `SurgeryError` into a one-line message and exit code 1.
 
-`first_line` quotes an error from below in one line. This module imports nothing, so that `msurg` can report an error without loading torch.
+`first_line` quotes an error from below in one line. This module imports nothing, so that `msurg`
+can report an error without loading torch.
 """
 
 __all__ = [

@@ -61,7 +61,8 @@ def export_onnx(model: nn.Module, path, *, input_size: int, in_chans: int = 3, o
     Returns:
         A dict: path, exporter ("dynamo" or "torchscript"), opset, input_size, in_chans,
         onnxruntime (bool: was the comparison run), max_abs_error and output_max_abs
-        (None without the comparison), tolerance (what max_abs_error was held to), atol, rtol, and fallback (why the TorchScript exporter
+        (None without the comparison), tolerance (what max_abs_error was held to), atol, rtol, and
+        fallback (why the TorchScript exporter
         was used, or None).
 
     Raises:
@@ -158,7 +159,7 @@ def _quiet():
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=False):
             lg.setLevel(level)
 
 

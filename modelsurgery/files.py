@@ -9,16 +9,25 @@ that `msurg` formats (`cli.format_report`); none of them prints.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import (META_PLAN, load_reporting, open_weights, read_plan, read_state_dict, save, verify_state_dict,
-                         warn_nonfinite)
+from .checkpoint import (
+    META_PLAN,
+    load_reporting,
+    open_weights,
+    read_plan,
+    read_state_dict,
+    save,
+    verify_state_dict,
+    warn_nonfinite,
+)
 from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_UPSCALE, LSQ
 from .errors import CheckpointError, ConversionError, PlanError, UnknownModelError
 from .images import data_source, image_stats, load_fidelity_images, load_images, require_fixture, resize_images

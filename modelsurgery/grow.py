@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -80,15 +80,18 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
     for site in plan.convs:
         if site.changed:
             key = f"{site.name}.weight"
-            grown[key] = _named(key, lambda: resize_kernel(state_dict[key], tuple(site.kernel), upscale))
+            grown[key] = _named(key, lambda key=key, site=site: resize_kernel(state_dict[key], tuple(site.kernel),
+                                                                                upscale))
     gen = torch.Generator().manual_seed(seed)
-    for small, big in zip(plan.fcs, target.fcs):
+    for small, big in zip(plan.fcs, target.fcs, strict=False):
         key = f"{small.name}.weight"
         chw = (small.channels, *small.small_hw)
         if fc == "gaussian":
-            grown[key] = _named(key, lambda: pad_fc_gaussian(state_dict[key], chw, tuple(big.hw), generator=gen))
+            grown[key] = _named(key, lambda key=key, chw=chw, big=big: pad_fc_gaussian(state_dict[key], chw,
+                                                                                        tuple(big.hw), generator=gen))
         else:
-            grown[key] = _named(key, lambda: resize_fc(state_dict[key], chw, tuple(big.hw), upscale))
+            grown[key] = _named(key, lambda key=key, chw=chw, big=big: resize_fc(state_dict[key], chw, tuple(big.hw),
+                                                                                  upscale))
     return _with_versions({k: grown[k] if k in grown else v.clone() for k, v in state_dict.items()}, state_dict), target
 
 

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from timm.models.resnet import BasicBlock
+from torch import nn
 
 __all__ = ["FashionResNet", "C2FNet", "build_model", "MODELS"]
 

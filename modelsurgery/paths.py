@@ -23,7 +23,8 @@ def check_output(path: str | os.PathLike, force: bool = False) -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"output {str(path)!r} is a directory. Hint: give a file name, e.g. {path / 'model.safetensors'}")
+        raise CheckpointError(f"output {str(path)!r} is a directory. Hint: give a file name, e.g. "
+                              f"{path / 'model.safetensors'}")
     if path.exists() and not force:
         raise OutputExistsError(f"output {str(path)!r} exists. Hint: pass --force to overwrite it")
     parent = path.parent if str(path.parent) else Path(".")

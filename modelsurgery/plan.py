@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import PlanError
@@ -174,7 +174,7 @@ class Plan:
                 return site
         raise KeyError(name)
 
-    def replace(self, **changes: Any) -> "Plan":
+    def replace(self, **changes: Any) -> Plan:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,7 +184,7 @@ class Plan:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
         if not isinstance(data, dict):
             raise PlanError(f"plan must be a JSON object, got {type(data).__name__}")
         version = data.get("version")
@@ -201,7 +201,7 @@ class Plan:
             raise PlanError(f"malformed plan JSON ({err!r}). Hint: re-create it with `msurg shrink`") from None
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str) -> Plan:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

@@ -8,7 +8,7 @@ attributes: nothing here builds or changes a network (`shrink.plan_shrink` does)
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch.nn as nn
 
@@ -82,7 +82,7 @@ def decide_kernel(conv: nn.Conv2d, kernel_map: Mapping[int, int], keep_dilated: 
     if k == s:
         return k, "patchify"  # kernel == stride: a smaller kernel would skip pixels
     small, reasons = [], []
-    for kd, sd in zip(k, s):
+    for kd, sd in zip(k, s, strict=False):
         kk, why = map_kernel(kd, kernel_map)
         if kk < sd:  # never skip pixels: a kernel at least as large as its stride
             kk, why = min(sd, kd), "stride"
@@ -116,7 +116,7 @@ def small_padding(conv: nn.Conv2d, small_kernel, side: str):
         return pad
     k, d = conv_pair(conv.kernel_size), conv_pair(conv.dilation)
     totals = []
-    for total, kd, kk, dd in zip((pad[2] + pad[3], pad[0] + pad[1]), k, small_kernel, d):
+    for total, kd, kk, dd in zip((pad[2] + pad[3], pad[0] + pad[1]), k, small_kernel, d, strict=False):
         if total == (kd - 1) * dd:  # "same": output = ceil(H / stride), at any H
             totals.append((kk - 1) * dd)
         elif total == 0 or kd == 1:  # "valid"

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 __all__ = ["bar", "stages", "on_terminal"]
 

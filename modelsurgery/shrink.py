@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -185,7 +186,7 @@ def _fc_probe(model: nn.Module, plan: Plan) -> nn.Module:
 
 def _check_not_vanished(site: ConvSite, small_in: tuple[int, int], size: int) -> None:
     """A downsampling conv that meets a 1-pixel map where the target's is larger has lost it."""
-    for stride, t_in, s_in in zip(site.stride, site.in_hw, small_in):
+    for stride, t_in, s_in in zip(site.stride, site.in_hw, small_in, strict=False):
         if stride > 1 and s_in == 1 and t_in > 1:
             raise InputSizeError(
                 f"input size {size} is too small: the feature map has vanished to 1 pixel before "
@@ -197,7 +198,7 @@ def _measure_fc(fc: FCSite, small: Analysis, gm: fx.GraphModule, target: Analysi
         hw = small.convs[fc.name].in_hw
     elif fc.pool is not None:  # scale the fixed pool output with the map entering it
         t_in, s_in = target.pool_in_hw[fc.pool], small.pool_in_hw[fc.pool]
-        hw = tuple(max(1, min(s, round(o * s / t))) for o, s, t in zip(fc.hw, s_in, t_in))
+        hw = tuple(max(1, min(s, round(o * s / t))) for o, s, t in zip(fc.hw, s_in, t_in, strict=False))
     else:
         hw = flatten_source_hw(gm, fc.name)
         if hw is None:

@@ -8,7 +8,7 @@ only torch.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn

@@ -16,17 +16,17 @@ import re
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import timm.utils  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E402
+import pytest
+import timm.utils
+import torch
+import torch.nn as nn
+from click.testing import CliRunner
+from safetensors.torch import load_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-import modelsurgery  # noqa: E402
-from modelsurgery.checkpoint import read_state_dict  # noqa: E402
-from modelsurgery.cli import cli  # noqa: E402
+import modelsurgery
+from modelsurgery.checkpoint import read_state_dict
+from modelsurgery.cli import cli
 
 MODEL = "test_resnet"  # conftest.SMALL_MODEL; conftest's files are for 10 classes
 SHRINK = ["shrink", MODEL, "--num-classes", "10"]

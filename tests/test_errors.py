@@ -25,18 +25,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+import pytest
+import torch
+import torch.nn as nn
+from click.testing import CliRunner
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-import modelsurgery.checkpoint as checkpoint  # noqa: E402
-from modelsurgery.checkpoint import META_PLAN, atomic_write, read_state_dict  # noqa: E402
-from modelsurgery.cli import cli  # noqa: E402
-from modelsurgery.errors import CheckpointError, OutputExistsError, PlanError  # noqa: E402
-from modelsurgery.shrink import shrink  # noqa: E402
+import modelsurgery.checkpoint as checkpoint
+from modelsurgery.checkpoint import META_PLAN, atomic_write, read_state_dict
+from modelsurgery.cli import cli
+from modelsurgery.errors import CheckpointError, OutputExistsError
+from modelsurgery.shrink import shrink
 
 MODEL = "test_resnet"  # conftest.SMALL_MODEL: timm's smallest ResNet (0.5 M parameters), real layers, fast
 MSURG = Path(sys.executable).with_name("msurg")
@@ -44,8 +44,8 @@ MSURG = Path(sys.executable).with_name("msurg")
 
 def _has_grow() -> bool:
     try:
-        from modelsurgery.files import grow_file  # noqa: F401
         import modelsurgery.grow  # noqa: F401
+        from modelsurgery.files import grow_file  # noqa: F401
     except ImportError:
         return False
     return True
@@ -214,7 +214,8 @@ def test_write_refused_by_the_file_system_is_one_error(work, unwritable, monkeyp
     # When access() says yes but the file system says no (NFS root squash, ACLs), the temporary
     # file's creation fails: that too must be a CheckpointError, not an OSError traceback.
     monkeypatch.setattr(checkpoint.os, "access", lambda *a, **k: True)
-    with pytest.raises(CheckpointError, match=r"cannot write in '.*locked' \((Operation not permitted|Permission denied)\)"):
+    denied = r"cannot write in '.*locked' \((Operation not permitted|Permission denied)\)"
+    with pytest.raises(CheckpointError, match=denied):
         atomic_write(unwritable / "out.bin", lambda tmp: Path(tmp).write_bytes(b"x"))
     assert list(unwritable.iterdir()) == []
 

@@ -17,26 +17,29 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-from timm.layers import Conv2dSame  # noqa: E402
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from click.testing import CliRunner
+from timm.layers import Conv2dSame
+
+from modelsurgery import export as export_mod
+from modelsurgery.checkpoint import load, save
+from modelsurgery.cli import cli
+from modelsurgery.errors import (
+    ExportError,
+    OutputExistsError,
+)
+from modelsurgery.export import ATOL, RTOL, export_onnx
+from modelsurgery.layers import PaddedConv
+from modelsurgery.shrink import shrink
+from modelsurgery.zoo import build
 
 ort = pytest.importorskip("onnxruntime")
 
-from modelsurgery import export as export_mod  # noqa: E402
-from modelsurgery.checkpoint import load, save  # noqa: E402
-from modelsurgery.cli import cli  # noqa: E402
-from modelsurgery.errors import OutputExistsError  # noqa: E402
-from modelsurgery.errors import ExportError  # noqa: E402
-from modelsurgery.export import ATOL, RTOL, export_onnx  # noqa: E402
-from modelsurgery.layers import PaddedConv  # noqa: E402
-from modelsurgery.shrink import shrink  # noqa: E402
-from modelsurgery.zoo import build  # noqa: E402
 
 LOGIT_SCALE = 10.0  # largest |logit| after `_lively` on its own batch
 

@@ -16,10 +16,20 @@ from pathlib import Path
 import pytest
 
 from bench import time_to_accuracy as tta
+from bench.frontier import (
+    envelope,
+    frontier_acc,
+    frontier_time,
+    full_step_equivalents,
+    method_point,
+    point_summary,
+    read_frontier,
+    run_key,
+    seed_savings,
+    verdict,
+)
 from bench.tta import sweep
 from bench.tta.plan import branch_epoch
-from bench.frontier import (envelope, frontier_acc, frontier_time, full_step_equivalents, method_point, point_summary,
-                            read_frontier, run_key, seed_savings, verdict)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = [(10.0, 0.80), (20.0, 0.90), (15.0, 0.78), (40.0, 0.92)]   # (s, acc); 15 s is below the envelope
@@ -108,7 +118,8 @@ def test_full_step_equivalents_by_hand():
 
 
 def test_seed_savings_and_verdicts_by_hand():
-    """Against (10 s, 0.80), (20 s, 0.90): seed A 0.85 at 12 s saves 1 − 12/15 = 0.2; seed B 0.82 at 13 s 1 − 13/12 < 0."""
+    """Against (10 s, 0.80), (20 s, 0.90): seed A 0.85 at 12 s saves 1 − 12/15 = 0.2; seed B 0.82 at 13 s
+    saves 1 − 13/12 < 0."""
     frontier = [(10.0, 0.80), (20.0, 0.90)]
     savings = seed_savings([{"acc": 0.85, "cost": 12.0}, {"acc": 0.82, "cost": 13.0}], frontier)
     assert savings == [pytest.approx(0.2, abs=1e-4), pytest.approx(1 - 13 / 12, abs=1e-4)]
@@ -149,7 +160,8 @@ def test_run_key_is_canonical_and_changes_with_any_setting():
 def test_default_plan_has_the_seeds_budgets_and_families_asked_for():
     s = tta.Settings()
     plan = tta.plan_runs(s)
-    seeds = lambda fam, m, b: sorted(p.seed for p in plan if (p.family, p.method, p.epochs, p.variant) == (fam, m, b, ""))  # noqa
+    def seeds(fam, m, b):
+        return sorted(p.seed for p in plan if (p.family, p.method, p.epochs, p.variant) == (fam, m, b, ""))
     assert s.width == 16 and s.headline == 8 and max(s.baseline) > s.headline and len(s.baseline) >= 5
     assert seeds("resnet", "baseline", 8) == [0, 1, 2] and seeds("resnet", "baseline", 12) == [0, 1]
     for m in ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing"):
@@ -303,7 +315,7 @@ def test_a_committed_cached_run_is_found_under_its_key():
 
 
 def test_every_committed_cached_run_is_found_under_its_key():
-    """Every cached run, its methods' parameters (the grow's defaults, low mode's p_low) recomputed from the settings."""
+    """Every cached run, its methods' parameters (the grow's defaults, low mode's p_low) recomputed from settings."""
     paths = sorted(CACHED.glob("*.json"))
     assert paths
     for path in paths:
@@ -326,10 +338,12 @@ def test_quick_frontier_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
     data = results["data"]
-    assert results["script"] == "time_to_accuracy" and results["machine"]["processor"] and results["machine"]["cpu_count"]
+    assert results["script"] == "time_to_accuracy"
+    assert results["machine"]["processor"] and results["machine"]["cpu_count"]
     assert data["headline_epochs"] == 3 and data["complete"]
     assert set(data["methods"]) == set(tta.METHODS)
-    assert [p["epochs"] for p in data["baseline"]] == [1, 2, 4] and [p["epochs"] for p in data["c2f_baseline"]] == [2, 4]
+    assert [p["epochs"] for p in data["baseline"]] == [1, 2, 4]
+    assert [p["epochs"] for p in data["c2f_baseline"]] == [2, 4]
     for points in data["methods"].values():
         for p in points:
             assert {"epochs", "seeds", "acc_mean", "acc_std", "train_s_mean", "eval_s_mean", "cost_mean",
@@ -356,9 +370,10 @@ def test_quick_frontier_runs_end_to_end(tmp_path):
 def test_frontier_reading_reports_the_headline_point_and_its_verdict(tmp_path):
     from modelsurgery.recipes_kit.results import frontier_reading
 
-    point = lambda epochs, acc, verdict, saving: {"epochs": epochs, "seeds": [0, 1, 2], "acc_mean": acc,  # noqa: E731
-                                                  "acc_std": 0.0012, "saving_at_equal_acc": saving,
-                                                  "above_frontier": False, "verdict": verdict}
+    def point(epochs, acc, verdict, saving):
+        return {"epochs": epochs, "seeds": [0, 1, 2], "acc_mean": acc, "acc_std": 0.0012,
+                "saving_at_equal_acc": saving, "above_frontier": False, "verdict": verdict}
+
     data = {"network": {"width": 16}, "headline_epochs": 8, "complete": False, "missing": ["a", "b"],
             "methods": {"kernel_rescaling": [point(4, 0.91, "loses", -0.05), point(8, 0.9261, "wins", 0.153)]}}
     path = tmp_path / "time_to_accuracy.json"

@@ -17,20 +17,19 @@ from click.testing import CliRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from modelsurgery.calibrate import fit_least_squares, recalibrate_bn  # noqa: E402
-from modelsurgery.checkpoint import META_FORM, META_PLAN, read_state_dict  # noqa: E402
-from modelsurgery.cli import cli  # noqa: E402
-from modelsurgery.constants import DEFAULT_UPSCALE  # noqa: E402
-from modelsurgery.errors import (CheckpointError, ConversionError, InputSizeError, PlanError,  # noqa: E402
-                                 UnknownModelError)
-from modelsurgery.grow import grow  # noqa: E402
-from modelsurgery.images import load_fixture_fashion_mnist, resize_images  # noqa: E402
-from modelsurgery.plan import Plan  # noqa: E402
-from modelsurgery.shrink import shrink  # noqa: E402
-from modelsurgery.train.loader import TensorLoader  # noqa: E402
-from modelsurgery.zoo import rebuild  # noqa: E402
+from modelsurgery.calibrate import fit_least_squares, recalibrate_bn
+from modelsurgery.checkpoint import META_FORM, META_PLAN, read_state_dict
+from modelsurgery.cli import cli
+from modelsurgery.constants import DEFAULT_UPSCALE
+from modelsurgery.errors import CheckpointError, ConversionError, InputSizeError, PlanError, UnknownModelError
+from modelsurgery.grow import grow
+from modelsurgery.images import load_fixture_fashion_mnist, resize_images
+from modelsurgery.plan import Plan
+from modelsurgery.shrink import shrink
+from modelsurgery.train.loader import TensorLoader
+from modelsurgery.zoo import rebuild
 
-from .overfeat import OverFeatFast  # noqa: E402
+from .overfeat import OverFeatFast
 
 
 def images(n: int, size: int, chans: int = 1, split: str = "test") -> torch.Tensor:
@@ -219,7 +218,8 @@ def trained_r18():
 
 
 def test_amplitude_rule_grown_twin_agrees_and_wrong_factor_does_not(trained_r18):
-    """The amplitude rule (de Gusmão et al. 2016, §3.3.1): a briefly trained pre-train ResNet-18 and its grown twin agree on the same images.
+    """The amplitude rule (de Gusmão et al. 2016, §3.3.1): a briefly trained pre-train ResNet-18 and its
+    grown twin agree on the same images.
 
     224 -> 160 px (7x7 -> 5x5 stem, 3x3 -> 2x2), trained 200 steps on fixture images at 160 px.
     With the pre-train's BatchNorm statistics (no recalibration, which would hide any per-layer
@@ -236,7 +236,8 @@ def test_amplitude_rule_grown_twin_agrees_and_wrong_factor_does_not(trained_r18)
         right = target.eval()(x_big)
         for site in plan.convs:  # ÷s² -> ×s²: multiply by s⁴ = (k_h·k_w / k'_h·k'_w)²
             if site.changed:
-                target.get_submodule(site.name).weight.mul_((math.prod(site.kernel) / math.prod(site.small_kernel)) ** 2)
+                s2 = math.prod(site.kernel) / math.prod(site.small_kernel)
+                target.get_submodule(site.name).weight.mul_(s2 ** 2)
         wrong = target(x_big)
     cos_right = F.cosine_similarity(ref, right).mean().item()
     cos_wrong = F.cosine_similarity(ref, wrong).mean().item()

@@ -11,15 +11,15 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
+import pytest
+import timm
+import torch
+from click.testing import CliRunner
 
-import modelsurgery  # noqa: E402
-from modelsurgery.cli import cli, format_info  # noqa: E402
-from modelsurgery.describe import describe_file  # noqa: E402
-from tests.test_checkpoint_layouts import EMA, LAYOUTS, MODEL, WEIGHTS  # noqa: E402
+import modelsurgery
+from modelsurgery.cli import cli, format_info
+from modelsurgery.describe import describe_file
+from tests.test_checkpoint_layouts import EMA, LAYOUTS, MODEL, WEIGHTS
 
 
 def _info(path, *flags):

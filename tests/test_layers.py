@@ -44,7 +44,7 @@ def _check_equal(conv, size, batch=2):
     g = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
     got = torch.autograd.grad(y, (x, conv.weight), g)
     want = torch.autograd.grad(ref, (x, conv.weight), g)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=False):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 

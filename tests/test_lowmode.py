@@ -24,8 +24,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from modelsurgery.errors import InputSizeError, SurgeryError, UnsupportedLayerError
-from modelsurgery.errors import LowModeError
+from modelsurgery.errors import InputSizeError, LowModeError, SurgeryError, UnsupportedLayerError
 from modelsurgery.lowmode.forward import low_mode, select_convs, stem_pool
 from modelsurgery.lowmode.kernel import downsample_input, low_kernel_size, pool_kernel
 from modelsurgery.lowmode.schedule import LowModeSchedule
@@ -72,10 +71,10 @@ def reference_network(model, names, pool=None, keep_dc=True):
     ref = copy.deepcopy(model)
     for n in names:
         conv = ref.get_submodule(n)
-        assert conv.padding == tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
+        assert conv.padding == tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size, strict=False))
         k_low = tuple(len(POOL[k]) for k in conv.kernel_size)
         small = nn.Conv2d(conv.in_channels, conv.out_channels, k_low, conv.stride,
-                          tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, k_low)),
+                          tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, k_low, strict=False)),
                           conv.dilation, conv.groups, conv.bias is not None, dtype=conv.weight.dtype)
         with torch.no_grad():
             small.weight.copy_(torch.from_numpy(t_reference(conv.weight, keep_dc)))
@@ -258,7 +257,7 @@ def test_low_mode_handles_reflect_padding_and_timm_conv2d_same():
         nn.Conv2d(4, 4, 1, dtype=torch.float64),
     )
     with torch.no_grad():
-        for r, m in zip(ref, model):
+        for r, m in zip(ref, model, strict=False):
             r.weight.copy_(torch.from_numpy(t_reference(m.weight)))
             r.bias.copy_(m.bias)
     torch.testing.assert_close(out, ref(x), rtol=1e-10, atol=1e-10)

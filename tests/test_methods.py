@@ -209,7 +209,8 @@ def test_c2f_grow_replicates_conv1_exactly_and_keeps_fc1_on_the_grid():
     big = grow_c2f(small, 16, (8, 16, 32), generator=torch.Generator().manual_seed(0)).double().eval()
     x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
     x_up = x.repeat_interleave(2, -1).repeat_interleave(2, -2)          # 2x nearest upsampling
-    same = lambda x, w: F.conv2d(F.pad(x, ((w.shape[-1] - 1) // 2, w.shape[-1] // 2) * 2), w)   # "same", extra after
+    def same(x, w):
+        return F.conv2d(F.pad(x, ((w.shape[-1] - 1) // 2, w.shape[-1] // 2) * 2), w)   # "same", extra after
     y_small, y_big = same(x, small.conv1.weight), same(x_up, big.conv1.weight)
     assert big.conv1.weight.shape == (8, 1, 6, 6)
     torch.testing.assert_close(y_big[:, :4, ::2, ::2], y_small, rtol=0, atol=1e-12)   # old filters: exact
@@ -261,7 +262,8 @@ def _zero_grad_step(model, opt) -> dict[str, torch.Tensor]:
 def _is_grown_image(kr, big_step, small_step) -> bool:
     """Whether the big step equals A·(small step), A the grow's linear map (kernel sums kept, pinv)."""
     image = kr.convert_state({n: v.float() for n, v in small_step.items()})
-    return all(torch.allclose(big_step[n], image[n].double(), rtol=1e-5, atol=2e-7) for n in big_step)   # float32 weights
+    # float32 weights
+    return all(torch.allclose(big_step[n], image[n].double(), rtol=1e-5, atol=2e-7) for n in big_step)
 
 
 @pytest.mark.parametrize("variant, expected", [("carried", True), ("dropped", False), ("times_s2", False)])
@@ -275,8 +277,9 @@ def test_carried_momentum_makes_the_first_step_the_grown_image_of_the_small_one(
     big = kr.grow(small)
     new_opt = torch.optim.SGD(big.parameters(), lr=0.1, momentum=0.9)
     s4 = (3 / 2) ** 4
-    wrong = lambda t: {n: v * s4 if v.ndim == 4 and v.shape[-1] == 3 else v   # noqa: E731
-                       for n, v in kr.convert_state(t).items()}
+    def wrong(t):
+        return {n: v * s4 if v.ndim == 4 and v.shape[-1] == 3 else v for n, v in kr.convert_state(t).items()}
+
     convert = {"carried": kr.convert_state, "times_s2": wrong}.get(variant)
     if convert is not None:
         modelsurgery.methods.carry_momentum(small, opt, big, new_opt, convert)

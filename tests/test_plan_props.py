@@ -105,7 +105,8 @@ def test_newer_version(plan, version):
 
 
 @SETTINGS
-@given(plans, st.one_of(st.none(), st.text(max_size=5), st.floats(allow_nan=False), st.lists(st.integers(), max_size=2)),
+@given(plans, st.one_of(st.none(), st.text(max_size=5), st.floats(allow_nan=False),
+                        st.lists(st.integers(), max_size=2)),
        st.booleans())
 def test_missing_or_non_integer_version(plan, bad, drop):
     data = plan.to_dict()

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import recipes.coarse_to_fine as c2f
@@ -70,7 +69,8 @@ def test_kernel_rescaling_pretrains_small_then_grows(tmp_path):
     assert [r["form"] for r in log] == ["pretrain", "target", "target"]
     assert [r["size"] for r in log] == [19, 28, 28] and [r["eval_size"] for r in log] == [19, 28, 28]
     assert [r["form"] for r in log_of(tmp_path, "baseline")] == ["target"] * 3
-    assert [r["lr"] for r in log] == [r["lr"] for r in log_of(tmp_path, "baseline")] == pytest.approx([0.05, 0.05, 0.005])
+    lrs = [r["lr"] for r in log]
+    assert lrs == [r["lr"] for r in log_of(tmp_path, "baseline")] == pytest.approx([0.05, 0.05, 0.005])
     plan = on_disk["plan"]
     assert plan["input_size"] == 19 and plan["target_size"] == 28
     assert {tuple(c["small_kernel"]) for c in plan["convs"] if tuple(c["kernel"]) == (3, 3)} == {(2, 2)}

@@ -145,8 +145,11 @@ def test_bilinear_grown_conv_keeps_output_scale_on_smooth_images(src, dst):
     # kernel and with its upscale. ×s² instead of ÷s² would put the ratio near s⁴ (5 for 2→3).
     w = _randn(8, 1, src, src, seed=9).abs()
     n = 12 * src
-    grid = lambda m: (torch.arange(m, dtype=torch.float64) + 0.5) / m  # noqa: E731
-    scene = lambda m: (torch.sin(3 * grid(m))[:, None] * torch.cos(2 * grid(m))[None, :] + 1.5)[None, None]  # noqa: E731
+    def grid(m):
+        return (torch.arange(m, dtype=torch.float64) + 0.5) / m
+
+    def scene(m):
+        return (torch.sin(3 * grid(m))[:, None] * torch.cos(2 * grid(m))[None, :] + 1.5)[None, None]
     small = F.conv2d(scene(n), w)
     big = F.conv2d(scene(n * dst // src), upscale_bilinear(w, dst))
     ratio = big.mean((-2, -1)) / small.mean((-2, -1))
@@ -378,7 +381,8 @@ def test_pad_fc_gaussian_keeps_old_weights_on_the_grid(hw_from, hw_to, rows, col
 
 def test_pad_fc_gaussian_new_positions_are_seeded_gaussian_noise():
     weight = torch.full((64, 8 * 4 * 4), 5.0)
-    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    def g(s):
+        return torch.Generator().manual_seed(s)
     got = pad_fc_gaussian(weight, (8, 4, 4), 8, std=0.02, generator=g(1)).reshape(64, 8, 8, 8)
     mask = torch.ones(8, 8, dtype=torch.bool)
     mask[::2, ::2] = False  # integer factor 2: old weights at the [::2, ::2] grid

@@ -12,17 +12,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import modelsurgery  # noqa: E402
-from modelsurgery.checkpoint import META_FORM, META_PLAN, META_VERSION, read_state_dict  # noqa: E402
-from modelsurgery.cli import cli  # noqa: E402
-from modelsurgery.cost import cost_table  # noqa: E402
-from modelsurgery.errors import InputSizeError, KernelMapError, UnknownModelError  # noqa: E402
-from modelsurgery.plan import Plan  # noqa: E402
-from modelsurgery.policy import parse_kernel_map  # noqa: E402
-from modelsurgery.shrink import apply_plan, shrink  # noqa: E402
-from modelsurgery.zoo import build  # noqa: E402
+import modelsurgery
+from modelsurgery.checkpoint import META_FORM, META_PLAN, META_VERSION, read_state_dict
+from modelsurgery.cli import cli
+from modelsurgery.cost import cost_table
+from modelsurgery.errors import InputSizeError, KernelMapError, UnknownModelError
+from modelsurgery.plan import Plan
+from modelsurgery.policy import parse_kernel_map
+from modelsurgery.shrink import apply_plan, shrink
+from modelsurgery.zoo import build
 
-from .overfeat import OverFeatFast  # noqa: E402
+from .overfeat import OverFeatFast
 
 TABLE1 = {1: 1, 3: 2, 5: 3, 7: 5, 11: 7}  # written out again: the test's own reference
 
@@ -32,7 +32,7 @@ def expected_kernel(conv: nn.Conv2d, fc_names=()) -> tuple[int, int]:
     k, s = tuple(conv.kernel_size), tuple(conv.stride)
     if k == s or tuple(conv.dilation) != (1, 1):
         return k
-    return tuple(max(TABLE1.get(kd, round(2 * kd / 3)), sd if sd <= kd else kd) for kd, sd in zip(k, s))
+    return tuple(max(TABLE1.get(kd, round(2 * kd / 3)), sd if sd <= kd else kd) for kd, sd in zip(k, s, strict=False))
 
 
 def check_shrunk(name, small, plan, target, num_classes=10):

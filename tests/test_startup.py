@@ -149,10 +149,12 @@ def test_startup_table_is_read_from_its_results_file(tmp_path):
     (tmp_path / src.name).write_text(json.dumps(bump(json.loads(src.read_text()))))
     (before, _), (after, used) = tables.build(src.parent), tables.build(tmp_path)
     assert used == [src.name]
-    section = lambda text: text.split("## Start-up time")[1].split("<sub>Source:")[0]  # noqa: E731
+    def section(text):
+        return text.split("## Start-up time")[1].split("<sub>Source:")[0]
     old, new = re.findall(DECIMALS, section(before)), re.findall(DECIMALS, section(after))
     assert len(old) == len(new) > 40
-    assert all(a != b for a, b in zip(old, new)), [(a, b) for a, b in zip(old, new) if a == b]
+    assert all(a != b for a, b in zip(old, new, strict=True)), [(a, b) for a, b in zip(old, new, strict=True)
+                                                                 if a == b]
 
 
 def test_benchmark_attributes_import_time_to_the_innermost_heavy_package():

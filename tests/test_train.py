@@ -390,7 +390,8 @@ def test_checkpoint_errors_name_the_problem(fixture_data, tmp_path):
 def test_resume_matches_uninterrupted_run(fixture_data, tmp_path):
     def run(epochs, resume=None, seed_offset=0):
         # The Bernoulli step context and dropout draw from the global RNG; flips/crops from the loader's.
-        coin = lambda t, e, it: contextlib.nullcontext() if torch.rand(()) < 0.5 else None  # noqa: E731
+        def coin(t, e, it):
+            return contextlib.nullcontext() if torch.rand(()) < 0.5 else None
         trainer = make_trainer(fixture_data, tmp_path, seed=7, schedule=Cosine(0.05, 3, warmup=1.5),
                                loader={"flip": True, "crop_pad": 1}, step_context=coin)
         if seed_offset:   # a different initialisation, which loading must overwrite
@@ -406,6 +407,7 @@ def test_resume_matches_uninterrupted_run(fixture_data, tmp_path):
     resumed = run(3, resume=tmp_path / "half.safetensors", seed_offset=1)
     for k, v in straight.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
-    drop = lambda h: [{k: v for k, v in r.items() if k not in ("wall", "epoch_start_s")} for r in h]   # noqa: E731
+    def drop(h):
+        return [{k: v for k, v in r.items() if k not in ("wall", "epoch_start_s")} for r in h]
     assert drop(resumed.history) == drop(straight.history)
     assert resumed.history[-1]["low_fraction"] not in (0.0, 1.0)

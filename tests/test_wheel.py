@@ -8,7 +8,6 @@ The wheel itself is built, installed into a fresh virtual environment and run by
 import importlib.util
 from pathlib import Path
 
-import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file

@@ -110,9 +110,9 @@ def _low_padding(conv: nn.Conv2d, k_low: tuple[int, int]) -> tuple[int, int]:
     if conv.padding == "valid":
         return (0, 0)
     if conv.padding == "same":  # k' is odd, so "same" is symmetric
-        return tuple(d * (kl - 1) // 2 for d, kl in zip(conv.dilation, k_low))
+        return tuple(d * (kl - 1) // 2 for d, kl in zip(conv.dilation, k_low, strict=False))
     return tuple(max(0, p - d * (k - kl) // 2)
-                 for p, d, k, kl in zip(conv.padding, conv.dilation, conv.kernel_size, k_low))
+                 for p, d, k, kl in zip(conv.padding, conv.dilation, conv.kernel_size, k_low, strict=False))
 
 
 def _low_conv_forward(conv: nn.Conv2d, ratio: int, keep_dc: bool) -> Callable:
@@ -168,7 +168,7 @@ def _frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             m.track_running_stats = False
         yield
     finally:
-        for m, t in zip(bns, old):
+        for m, t in zip(bns, old, strict=False):
             m.track_running_stats = t
 
 

@@ -17,7 +17,9 @@ restores, so a resumed run makes exactly the decisions of an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
+from typing import Any
 
 from ..errors import MethodError
 

@@ -19,7 +19,8 @@ next width, and training continues on larger images (`grow_c2f`, the functional 
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 

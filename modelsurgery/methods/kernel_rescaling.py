@@ -16,9 +16,10 @@
 from __future__ import annotations
 
 import copy
-import warnings
 import itertools
-from typing import Any, Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -180,7 +181,9 @@ class KernelRescaling(Method):
         loader.set_epoch(epoch)
         fit_images = None
         if self.lstsq:
-            first = lambda: next(iter(loader))[0][:self.lstsq].to(trainer.device)   # noqa: E731 (same images)
+            def first():   # the loader's first batch: the same images at either size
+                return next(iter(loader))[0][:self.lstsq].to(trainer.device)
+
             small = first()
             loader.set_size(self.target_size)
             fit_images = (small, first())

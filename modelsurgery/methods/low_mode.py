@@ -10,7 +10,9 @@ learning-rate change run in full mode only (§3.1; 4 epochs in §4). The functio
 
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
+from typing import Any
 
 from torch import nn
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..plan import Plan
 
@@ -111,5 +112,7 @@ def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
              _fmt(r["time_to_target"], ".1f", "not reached"), _fmt(r["epoch_to_target"], "d"),
              _fmt(r["saved"], "+.1%")] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    def line(cells):
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])

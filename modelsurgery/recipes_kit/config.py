@@ -17,7 +17,7 @@ import argparse
 import dataclasses
 import inspect
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["parse_config"]
 

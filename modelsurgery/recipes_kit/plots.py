@@ -8,8 +8,9 @@ each run first reached it. matplotlib is imported on first use, with the Agg bac
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..checkpoint import atomic_write
 from ..train.dist import dist_info
@@ -39,7 +40,7 @@ def plot_panels(path: str | os.PathLike, panels: Sequence[tuple[str, Mapping[str
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(panels), 2, figsize=(11, 4.2 * len(panels)), squeeze=False)
-    for (title, runs, target), (ax_t, ax_e) in zip(panels, axes):
+    for (title, runs, target), (ax_t, ax_e) in zip(panels, axes, strict=False):
         _plot_group(ax_t, ax_e, runs, target)
         ax_t.set_title(f"{title}: accuracy against wall time" if title else "accuracy against wall time", fontsize=10)
         ax_e.set_title(f"{title}: accuracy against epoch" if title else "accuracy against epoch", fontsize=10)

@@ -22,9 +22,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..images import DEFAULT_ROOT, Dataset, load_dataset
 from ..train.dist import seed_everything

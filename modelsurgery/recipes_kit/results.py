@@ -15,8 +15,9 @@ import datetime
 import json
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..checkpoint import atomic_write
 from ..plan import Plan

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from .channels import widen, widen_norm
 from .fc import pad_fc_gaussian, resize_fc
-from .kernels import Size, downscale, resize_kernel, upscale_bilinear, upscale_pinv, upscale_replicate
+from .kernels import downscale, resize_kernel, upscale_bilinear, upscale_pinv, upscale_replicate
 
 __all__ = [
     "upscale_bilinear",

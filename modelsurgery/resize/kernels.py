@@ -270,7 +270,7 @@ def resize_kernel(w: torch.Tensor, size: Size, method: str = "bilinear", *,
     _choice(method, _METHODS, "method")
     if src == dst:
         return w.clone()
-    up, down = all(d >= s for d, s in zip(dst, src)), all(d <= s for d, s in zip(dst, src))
+    up, down = all(d >= s for d, s in zip(dst, src, strict=False)), all(d <= s for d, s in zip(dst, src, strict=False))
     if not (up or down):
         work = w.to(_work_dtype(w))  # round once, at the end
         out = resize_kernel(resize_kernel(work, (dst[0], src[1]), method, interpolation=interpolation),

@@ -19,11 +19,23 @@ Example:
 
 from ..deprecation import moved
 from ..errors import DatasetError, ScheduleError
-from ..images import (DEFAULT_ROOT, FASHION_MNIST_CLASSES, SOURCES, Dataset, data_source, fixture_path,
-                      load_dataset, load_fashion_mnist, load_fixture_fashion_mnist, load_idx, load_image_folder,
-                      load_images, read_idx, resize_images)
-from .dist import (DistInfo, barrier, cleanup_distributed, dist_info, pick_device, seed_everything,
-                   setup_distributed)
+from ..images import (
+                      DEFAULT_ROOT,
+                      FASHION_MNIST_CLASSES,
+                      SOURCES,
+                      Dataset,
+                      data_source,
+                      fixture_path,
+                      load_dataset,
+                      load_fashion_mnist,
+                      load_fixture_fashion_mnist,
+                      load_idx,
+                      load_image_folder,
+                      load_images,
+                      read_idx,
+                      resize_images,
+)
+from .dist import DistInfo, barrier, cleanup_distributed, dist_info, pick_device, seed_everything, setup_distributed
 from .loader import TensorLoader, make_loaders
 from .loop import Trainer, param_groups
 from .schedules import Cosine, Hold, LRSchedule, MultiStep, Rewarm, WarmupStableDecay

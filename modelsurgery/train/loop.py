@@ -41,8 +41,10 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,8 +54,7 @@ from tqdm.auto import tqdm
 from ..methods.base import Compose, Method
 from ..momentum import carry_momentum
 from ..plan import Plan
-from .dist import (all_reduce_sum, barrier, broadcast_buffers, mix_seed, pick_device, seed_everything,
-                   setup_distributed)
+from .dist import all_reduce_sum, barrier, broadcast_buffers, mix_seed, pick_device, seed_everything, setup_distributed
 from .schedules import LRSchedule
 from .state import TrainingCheckpointInfo, load_training_checkpoint, read_checkpoint_info, save_training_checkpoint
 

@@ -22,8 +22,8 @@ The input-size ramp (`methods.progressive_resizing.ramp_size`) is a plain functi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ..deprecation import moved
 from ..errors import ScheduleError as _ScheduleError
