@@ -201,11 +201,12 @@ def seed_savings(per_seed: Sequence[Mapping[str, Any]], frontier: Sequence[Point
 
 
 def verdict(point: Mapping[str, Any]) -> str:
-    """"wins", "loses", "within noise" (the seeds' savings straddle 0), "above the frontier" or "no reading".
+    """"wins", "loses", "within noise", "one seed only", "above the frontier" or "no reading".
 
     A point more accurate than the best baseline point is "above the frontier": no saving is read
     from it. Otherwise the seeds' savings decide: all above 0 wins, all below loses, a range that
-    includes 0 is within noise; with fewer than two seeds read, the mean saving's sign decides.
+    includes 0 is within noise. With fewer than two seeds read there is no range to judge: "one
+    seed only" (the frontier is still being built).
 
     Example:
         >>> verdict({"above_frontier": False, "saving_at_equal_acc": 0.1, "saving_by_seed": [0.15, -0.02]})
@@ -217,8 +218,9 @@ def verdict(point: Mapping[str, Any]) -> str:
     seeds = [v for v in point.get("saving_by_seed", []) if v is not None]
     if mean is None:
         return "no reading"
-    low, high = (min(seeds), max(seeds)) if len(seeds) >= 2 else (mean, mean)
-    return "wins" if low > 0 else "loses" if high < 0 else "within noise"
+    if len(seeds) < 2:
+        return "one seed only"
+    return "wins" if min(seeds) > 0 else "loses" if max(seeds) < 0 else "within noise"
 
 
 def run_key(config: Mapping[str, Any]) -> str:

@@ -132,7 +132,8 @@ def _headline_rows(name: str, tag: str, e: dict) -> list[list[str]]:
                  f"{pct(methods[s['default_method']]['retention'], '.1%')} without", src]]
     if e["script"] == "time_to_accuracy" and not tag and "methods" in d:
         width = d.get("network", {}).get("width")
-        return [[f"Time to accuracy, {m.replace('_', ' ')}, {p['epochs']} epochs, {len(p['seeds'])} seeds"
+        return [[f"Time to accuracy, {m.replace('_', ' ')}, {p['epochs']} epochs, "
+                 f"{len(p['seeds'])} seed{'s' * (len(p['seeds']) != 1)}"
                  + (f", width {width}" if width else ""),
                  f"{acc_text(p)}, saving {saving_text(p)} of the baseline's cost at equal accuracy: "
                  f"{p.get('verdict', '—')}", src]

@@ -131,6 +131,7 @@ def frontier_reading(method: str, path: str | os.PathLike | None = None) -> str:
     where = path.parent
     return (f"Measured{done}: full Fashion-MNIST, FashionResNet-18 width {net.get('width', '?')}, "
             f"{results.get('machine', {}).get('processor', 'unknown CPU')}. {method.replace('_', ' ')} at "
-            f"{p['epochs']} epochs, {len(p['seeds'])} seeds: {acc}; {read}. Verdict: {p.get('verdict', '—')}.\n"
+            f"{p['epochs']} epochs, {len(p['seeds'])} seed{'s' * (len(p['seeds']) != 1)}: {acc}; {read}. "
+            f"Verdict: {p.get('verdict', '—')}.\n"
             f"Frontier plot: {where / 'time_to_accuracy.png'}; every point: {where / 'README.md'}.")
 
