@@ -8,22 +8,10 @@ BatchNorm re-measured on ~1,000 training images, and training continues at full 
 (`--extra-epochs N` first holds the current LR for N more epochs, the paper's §5.2 option).
 The method is `modelsurgery.methods.KernelRescaling`.
 
-The grow's defaults come from the loss-jump ablation (`python -m bench.grow_loss_jump`, full
-Fashion-MNIST, FashionResNet-18 width 8, 4-epoch warmup-stable-decay schedule, grow at epoch 2;
-mean training loss over the last 50 iterations before the grow → the first 50 after, mean of
-seeds 0 and 1; bench/results/grow_loss_jump.json):
-
-    pinv + BN recalibration (the old default)        0.297 → 0.511  (×1.72)
-      + momentum carried                             0.297 → 0.508  (×1.71)
-      + LR re-warm-up over 0.2 epochs                0.297 → 0.498  (×1.68)
-      + both                                         0.297 → 0.498  (×1.68)
-    least squares (512 images) + BN recalibration    0.297 → 0.466  (×1.57)
-      + momentum carried                             0.297 → 0.473  (×1.59)
-      + LR re-warm-up over 0.2 epochs                0.297 → 0.441  (×1.48)
-      + both (the defaults: --lstsq 512 --carry-momentum --rewarm 0.2)   0.297 → 0.438  (×1.47)
-
-No variant keeps the first 50 iterations within 10 % of the last 50 before the grow: the least-
-squares fit with a re-warm-up removes about a third of the jump, momentum alone changes little.
+The grow's defaults (least squares on 512 images, momentum carried, a 0.2-epoch LR re-warm-up)
+come from the loss-jump ablation, `python -m bench.grow_loss_jump`: the training loss over the
+first iterations after the grow against the last ones before it, for each refinement; its
+numbers are in bench/results/grow_loss_jump.json and the generated bench/results/README.md.
 
 Examples:
     python recipes/kernel_rescaling.py --demo                 # fixture data, vs baseline, < 5 min
