@@ -43,7 +43,7 @@ from modelsurgery.images import DEFAULT_ROOT, load_dataset
 from modelsurgery.methods.kernel_rescaling import KernelRescaling
 from modelsurgery.nets import build_model
 from modelsurgery.recipes_kit.accuracy import loss_jump
-from modelsurgery.recipes_kit.runs import fit
+from modelsurgery.recipes_kit.runs import fit_resuming
 from modelsurgery.train.dist import seed_everything
 from modelsurgery.train.loader import make_loaders
 from modelsurgery.train.loop import Trainer
@@ -100,7 +100,7 @@ def one_seed(args, data, seed: int, work: Path) -> dict:
         shutil.copyfile(work / "pretrain.safetensors", ckpt)
         sched = Rewarm(schedule, at=args.switch, epochs=rewarm) if rewarm else schedule
         trainer = trainer_for(args, kr.model, Head(train, args.steps), sched, kr, seed, ckpt)
-        fit(trainer, args.switch + 1, resume=True, restore=kr.restore)
+        fit_resuming(trainer, args.switch + 1, resume=True, restore=kr.restore)
         jump = loss_jump(trainer.history, args.switch, args.steps)
         out["variants"][variant_name(grow, carry, rewarm)] = jump
         print(f"seed {seed} {variant_name(grow, carry, rewarm):32s} before {jump['before']:.4f} "

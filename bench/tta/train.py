@@ -73,7 +73,7 @@ def trainer_for(s: Settings, ctx: dict, model, method, form, plan, schedule, che
 
 def grow_trunk(s: Settings, spec: Spec, ctx: dict, epoch: int) -> Path | None:
     """The baseline trunk's checkpoint at `epoch` (trained on, from its last checkpoint, if needed)."""
-    from modelsurgery.recipes_kit.runs import fit
+    from modelsurgery.recipes_kit.runs import fit_resuming
     from modelsurgery.train.schedules import WarmupStableDecay
 
     trunk = Spec(spec.family, "trunk", 0, spec.seed)
@@ -89,7 +89,7 @@ def grow_trunk(s: Settings, spec: Spec, ctx: dict, epoch: int) -> Path | None:
 
         if read_checkpoint_info(trainer.checkpoint_path).train["epoch"] > epoch:
             return None   # the trunk is past this branch point (a budget added later): train from scratch
-    fit(trainer, epoch, resume=True)
+    fit_resuming(trainer, epoch, resume=True)
     shutil.copyfile(trainer.checkpoint_path, at)
     return at
 
@@ -97,7 +97,7 @@ def grow_trunk(s: Settings, spec: Spec, ctx: dict, epoch: int) -> Path | None:
 def train_one(s: Settings, spec: Spec, ctx: dict) -> dict:
     """Train `spec` (resuming its own checkpoint, or branching off the trunk), evaluate, return its result."""
     from modelsurgery.recipes_kit.accuracy import loss_jump
-    from modelsurgery.recipes_kit.runs import fit
+    from modelsurgery.recipes_kit.runs import fit_resuming
 
     ctx["seed"] = spec.seed
     config = run_config(s, spec, ctx["environment"])
@@ -113,7 +113,7 @@ def train_one(s: Settings, spec: Spec, ctx: dict) -> dict:
     model, method, form, plan, schedule = build(s, spec, ctx["data"])
     trainer = trainer_for(s, ctx, model, method, form, plan, schedule, ckpt)
     load = load_average()
-    fit(trainer, spec.epochs, resume=True, restore=method.restore)
+    fit_resuming(trainer, spec.epochs, resume=True, restore=method.restore)
     trainer.val_loader = ctx["val"]
     start = now(trainer.device)
     acc = trainer.evaluate(32 if spec.family == "c2f" else 28)

@@ -2,7 +2,7 @@
 
 - `config`: `parse_config`, a command line from a recipe's config dataclass;
 - `recipe`: `RecipeConfig`, `NetworkConfig` and `run_recipe`, the common `main()`;
-- `runs`: run folders, `make_trainer`, `fit` with resume, `train_method`, `train_baseline`;
+- `runs`: run folders, `make_trainer`, `fit_resuming`, `train_method`, `train_baseline`;
 - `accuracy`: time to accuracy, `summarize`, `compare`, `format_comparison`;
 - `results`: `results.json`, the git revision, `finish`, the measured frontier's reading;
 - `plots`: `results.png`; `machine`: the CPU, threads and load beside every timing.

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..deprecation import moved
 from ..errors import OutputExistsError
 from ..images import Dataset
 from ..train.dist import dist_info
@@ -32,7 +33,7 @@ from ..train.loop import Trainer
 from ..train.state import TrainingCheckpointInfo, read_checkpoint_info
 from .accuracy import summarize
 
-__all__ = ["default_out", "prepare_out", "make_trainer", "fit", "train_method", "train_baseline"]
+__all__ = ["default_out", "prepare_out", "make_trainer", "fit_resuming", "train_method", "train_baseline"]
 
 
 def default_out(method: str) -> Path:
@@ -51,7 +52,7 @@ def prepare_out(out: str | os.PathLike, *, resume: bool = False, force: bool = F
     return out
 
 
-def fit(trainer, epochs: int, *, resume: bool = False,
+def fit_resuming(trainer, epochs: int, *, resume: bool = False,
         restore: Callable[[Any, TrainingCheckpointInfo], None] | None = None) -> list[dict[str, Any]]:
     """Train `trainer` to `epochs` epochs in total, resuming from its checkpoint if asked.
 
@@ -119,7 +120,7 @@ def train_method(cfg: Any, model, data: Dataset, schedule, run_dir: str | os.Pat
     callbacks = [_hold_size(size)] if size is not None else []
     trainer = make_trainer(cfg, model, loaders, schedule, run_dir, on_epoch_start=callbacks, eval_size=eval_size,
                            form=form, plan=plan, methods=[method] if method is not None else [])
-    return fit(trainer, epochs or cfg.epochs, resume=cfg.resume)
+    return fit_resuming(trainer, epochs or cfg.epochs, resume=cfg.resume)
 
 
 def train_baseline(cfg: Any, model, data: Dataset, schedule, run_dir: str | os.PathLike,
@@ -141,3 +142,7 @@ def _hold_size(size: int) -> Callable[[Any, int], None]:
             trainer.set_input_size(size)
 
     return hold
+
+
+# `fit` was this function's name; beside `Trainer.fit` it read as the same thing.
+__getattr__ = moved(__name__, {"fit": f"{__name__}:fit_resuming"})

@@ -59,8 +59,9 @@ _MOVED = {
     "machine_info": _KIT + "machine", "ramp_size": "modelsurgery.methods.progressive_resizing",
     "CheckpointInfo": "modelsurgery.train.state:TrainingCheckpointInfo",
     "format_table": _KIT + "accuracy:format_comparison",
+    "fit": _KIT + "runs:fit_resuming",
 }
-_MOVED.update({name: _KIT + "runs" for name in ("default_out", "prepare_out", "make_trainer", "fit", "train_method",
+_MOVED.update({name: _KIT + "runs" for name in ("default_out", "prepare_out", "make_trainer", "train_method",
                                                "train_baseline")})
 _MOVED.update({name: _KIT + "accuracy" for name in ("TOLERANCE", "time_to_accuracy", "loss_jump", "summarize",
                                                    "compare")})
