@@ -318,6 +318,18 @@ def step_ratios(e: dict) -> list[str]:
             *md_table(["width", "full step (ms)", *kinds], rows)]
 
 
+def compound_step(e: dict) -> list[str]:
+    d = e["data"]
+    kinds = list(d["kinds"])
+    rows = [[str(w), num(1000 * r["full_step_s"], ".0f"), *(num(r["relative"][k], ".2f") for k in kinds[1:])]
+            for w, r in d["widths"].items()]
+    return [f"FashionResNet-18, one training step of batch {e['settings']['batch']} of each pre-train network against "
+            f"the full network's 28 px step, interleaved, median of {e['settings']['repeats']}: half width is the "
+            "network at half the first-stage width, half depth `fashion-resnet10` (one block a stage), kernels 2x2 "
+            "at 19 px kernel rescaling's shrink.", "",
+            *md_table(["width", "full step (ms)", *kinds[1:]], rows)]
+
+
 def wall_check(e: dict) -> list[str]:
     d = e["data"]
     rows = [[f"`{r['name'].split('/')[1]}`", pct(r["acc"], ".2%"), num(r["train_s"], ".0f"), num(r["cost"], ".0f"),
@@ -339,6 +351,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "grow_fidelity": ("Accuracy kept at the grow", grow_fidelity),
     "grow_speed": ("Grow speed", grow_speed),
     "step_ratios": ("Step cost by width", step_ratios),
+    "compound_step": ("Step cost of compound pre-train networks", compound_step),
     "time_to_accuracy": ("Time to accuracy", time_to_accuracy),
     "time_to_accuracy_wallcheck": ("Time to accuracy: wall time against cost", wall_check),
     "grow_loss_jump": ("Loss jump at the grow", grow_loss_jump),
