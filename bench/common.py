@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from modelsurgery.recipes_kit.machine import load_average
+
 __all__ = ["RESULTS", "ROOT", "Run", "goal", "interleave", "median", "summary", "timed", "write_results"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,13 +126,9 @@ class Run:
     def __init__(self, script: str, settings: Mapping[str, Any] | Any = None):
         self.script = script
         self.settings = settings if settings is not None else {}
-        # `modelsurgery.train.machine.load_average`'s reading, which `machine()` takes at the end. Not imported from
-        # there: that module imports torch, and `bench.convert_speed` must stay torch-free while it measures (a child
-        # started from a process holding torch reports torch's resident memory as its own peak).
-        try:
-            self.loadavg_start = [round(v, 2) for v in os.getloadavg()]
-        except (OSError, AttributeError):
-            self.loadavg_start = None
+        # torch-free: `bench.convert_speed` must not hold torch while it measures (a child started from a process
+        # holding torch reports torch's resident memory as its own peak).
+        self.loadavg_start = load_average()
         self._start = time.perf_counter()
 
     def machine(self) -> dict[str, Any]:

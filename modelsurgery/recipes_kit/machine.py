@@ -17,8 +17,6 @@ import os
 import platform
 from typing import Any
 
-import torch
-
 __all__ = ["machine_info", "cpu_model", "load_average"]
 
 
@@ -64,6 +62,8 @@ def machine_info() -> dict[str, Any]:
         >>> machine_info()["threads"]
         2
     """
+    import torch  # here, not at the top: `load_average` alone must not load torch (bench's child processes)
+
     cuda = torch.cuda.is_available()
     return {"platform": platform.platform(), "processor": cpu_model(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
