@@ -132,12 +132,15 @@ def _headline_rows(name: str, tag: str, e: dict) -> list[list[str]]:
                  f"{pct(methods[s['default_method']]['retention'], '.1%')} without", src]]
     if e["script"] == "time_to_accuracy" and not tag and "methods" in d:
         width = d.get("network", {}).get("width")
-        return [[f"Time to accuracy, {m.replace('_', ' ')}, {p['epochs']} epochs, "
-                 f"{len(p['seeds'])} seed{'s' * (len(p['seeds']) != 1)}"
-                 + (f", width {width}" if width else ""),
-                 f"{acc_text(p)}, saving {saving_text(p)} of the baseline's cost at equal accuracy: "
-                 f"{p.get('verdict', '—')}", src]
-                for m, pts in d["methods"].items() for p in pts if p["epochs"] == d["headline_epochs"]]
+        head = [(m, p) for m, pts in d["methods"].items() for p in pts if p["epochs"] == d["headline_epochs"]]
+        seeds = sorted({len(p["seeds"]) for _, p in head})
+        def reading(p: dict) -> str:
+            return "above the frontier" if p.get("above_frontier") else f"{saving_text(p)} ({p.get('verdict', '—')})"
+
+        readings = "; ".join(f"{m.replace('_', ' ')} {acc_text(p)}: {reading(p)}" for m, p in head)
+        return [[f"Time to accuracy at {d['headline_epochs']} epochs (width {width}, "
+                 f"{'–'.join(map(str, seeds))} seed{'s' * (seeds != [1])}), saving at equal accuracy",
+                 readings + ("" if d.get("complete") else " (frontier still being built)"), src]] if head else []
     return []
 
 

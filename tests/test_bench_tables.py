@@ -168,7 +168,8 @@ def test_frontier_layout_renders_every_point_and_its_reading(tmp_path):
     assert "above the frontier" in text                        # low mode at 4 epochs beats the best baseline point
     assert "| 6 | 2 | 92.20% ± 0.14% | 383 | 426 |" in text   # cost 0.9 × 425.5, then the wall time
     row = tables.headline(tmp_path).splitlines()[2]
-    assert "kernel rescaling, 4 epochs, 3 seeds" in row and "`bench/results/time_to_accuracy.json`" in row
+    assert "Time to accuracy at 4 epochs (width 16, 3 seeds)" in row and "kernel rescaling 90.70% ± 0.20%: +" in row
+    assert "`bench/results/time_to_accuracy.json`" in row
     (tmp_path / "time_to_accuracy.json").write_text(json.dumps(bump(_frontier_envelope())))
     altered, _ = tables.build(tmp_path)
     old, new = re.findall(DECIMALS, text.split("<sub>")[0]), re.findall(DECIMALS, altered.split("<sub>")[0])
