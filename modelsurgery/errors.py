@@ -12,6 +12,7 @@ __all__ = [
     "SurgeryError",
     "UnknownModelError",
     "KernelMapError",
+    "FactorError",
     "InputSizeError",
     "UnsupportedLayerError",
     "PlanError",
@@ -33,6 +34,10 @@ class SurgeryError(Exception):
 
 class UnknownModelError(SurgeryError, ValueError):
     """A model name that neither timm nor torchvision knows."""
+
+
+class FactorError(SurgeryError, ValueError):
+    """A width or depth factor outside (0, 1]."""
 
 
 class KernelMapError(SurgeryError, ValueError):

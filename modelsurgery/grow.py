@@ -26,13 +26,15 @@ from .plan import ConvSite, Plan
 from .resize.fc import pad_fc_gaussian, resize_fc
 from .resize.kernels import resize_kernel
 from .statedict import with_versions as _with_versions
+from .width import DEFAULT_WIDEN_INIT, DEFAULT_WIDEN_STD, narrow_state, widen_state
 
 __all__ = ["grow", "plan_at", "grow_size", "downscale_state_dict"]
 
 
 def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None = None,
          upscale: str = DEFAULT_UPSCALE, fc: str = DEFAULT_FC, seed: int = 0,
-         model: nn.Module | None = None, method: str | None = None) -> tuple[dict[str, torch.Tensor], Plan]:
+         model: nn.Module | None = None, method: str | None = None, widen_init: str = DEFAULT_WIDEN_INIT,
+         widen_std: float = DEFAULT_WIDEN_STD, linear: bool = False) -> tuple[dict[str, torch.Tensor], Plan]:
     """Convert a pre-train state_dict into the target's: upscale kernels, convert the FC interface.
 
     Every changed conv in `plan` is resized to its target kernel with `resize.resize_kernel`
@@ -40,6 +42,11 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
     (`fc="resize"`, with the same upscaling; §3.3.2) or keeps its weights on a grid and is
     Gaussian-padded (`fc="gaussian"`, Liu et al. 2016, §III-B, seeded by `seed`). Biases, norms, later Linears and every
     other tensor are copied. The input is not modified.
+
+    A plan narrowed in width gets its channels back with `widen_init` (`modelsurgery.width`:
+    Liu et al. 2016, §III-C's "gaussian", "zeros" and "flip", or Net2Net's "net2net"); a plan
+    shortened in depth gets its blocks back with the target's own init and the end of each
+    residual branch zeroed, so that they have no effect (Liu et al. 2016, §III-E).
 
     Args:
         state_dict: the pre-train network's tensors (keys as the target's, shapes as the plan's).
@@ -49,8 +56,13 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
         upscale: kernel upscaling, "bilinear", "pinv" or "replicate" (integer factors only).
         fc: "resize" or "gaussian".
         seed: seed for `fc="gaussian"`.
-        model: a fresh target instance; needed only for custom models when `to` differs.
+        model: a fresh target instance; needed for custom models when `to` differs or blocks
+            come back (their new tensors are drawn from it).
         method: the old name of `upscale` (deprecated).
+        widen_init: new channels' init, "gaussian", "zeros", "flip" or "net2net".
+        widen_std: σ of the Gaussian draws of "gaussian" and "zeros".
+        linear: convert optimizer state (momentum) instead of weights: only the linear part of
+            the map, so that new entries start at zero and Net2Net's copies are split like weights.
 
     Returns:
         (target state_dict, plan with form "target" and target_size `to`).
@@ -92,7 +104,27 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
         else:
             grown[key] = _named(key, lambda key=key, chw=chw, big=big: resize_fc(state_dict[key], chw, tuple(big.hw),
                                                                                   upscale))
-    return _with_versions({k: grown[k] if k in grown else v.clone() for k, v in state_dict.items()}, state_dict), target
+    out = {k: grown[k] if k in grown else v.clone() for k, v in state_dict.items()}
+    if plan.channels:
+        out = widen_state(out, plan.channels, init=widen_init, std=widen_std, seed=seed, linear=linear)
+    if plan.blocks:
+        out = _with_blocks(out, plan, model, seed, linear)
+    return _with_versions(out, state_dict), target
+
+
+def _with_blocks(state: dict[str, torch.Tensor], plan: Plan, model: nn.Module | None, seed: int,
+                 linear: bool) -> dict[str, torch.Tensor]:
+    """`state` with the dropped blocks back, in the target's key order."""
+    from .depth import new_blocks
+    from .zoo import rebuild
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        target = model if model is not None else rebuild(plan.source)
+    blocks = new_blocks(target, plan.blocks, linear=linear)
+    order = list(target.state_dict())
+    merged = {**state, **blocks}
+    return {k: merged[k] for k in order if k in merged} | {k: v for k, v in merged.items() if k not in order}
 
 
 
@@ -230,7 +262,10 @@ def downscale_state_dict(state: Mapping[str, torch.Tensor], plan: Plan, *,
     Example:
         >>> small_state = downscale_state_dict(torch.load("t.pth", weights_only=True), plan)
     """
-    out = _with_versions({k: v.clone() for k, v in state.items()}, state)
+    dropped = tuple(b.name + "." for b in plan.blocks)
+    out = _with_versions({k: v.clone() for k, v in state.items() if not k.startswith(dropped)}, state)
+    if plan.channels:
+        out = narrow_state(out, plan.channels)
     for site in plan.convs:
         if site.changed:
             key = f"{site.name}.weight"

@@ -14,9 +14,9 @@ from typing import Any
 
 from .errors import PlanError
 
-__all__ = ["PLAN_VERSION", "ConvSite", "FCSite", "Resample", "ModelSource", "Plan"]
+__all__ = ["PLAN_VERSION", "ConvSite", "FCSite", "Resample", "ChannelDim", "BlockSite", "ModelSource", "Plan"]
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2   # 2: width and depth (`channels`, `blocks`); version-1 plans load unchanged
 
 Pair = tuple[int, int]
 Pad4 = tuple[int, int, int, int]  # (left, right, top, bottom), the order of F.pad
@@ -114,6 +114,48 @@ class Resample:
 
 
 @dataclass(frozen=True)
+class ChannelDim:
+    """One dimension of one tensor that shrink narrowed: which of the target's entries it kept.
+
+    Attributes:
+        key: the state_dict key (`layer1.0.conv1.weight`).
+        dim: 0 (a layer's outputs, or a per-channel vector) or 1 (a layer's inputs; for a grouped
+            conv, its inputs within one group).
+        size: the target's length of that dimension.
+        kept: the kept target indices as (start, stop) runs, in order; the pre-train tensor holds
+            exactly these entries, in this order.
+        role: how grow fills the entries that are new: "out" (a layer's new filters), "in" (a
+            consumer's weights on new channels), "bias", "scale" (a norm's weight or running_var),
+            "shift" (a norm's bias or running_mean) or "vector" (any other per-channel tensor).
+    """
+
+    key: str
+    dim: int
+    size: int
+    kept: tuple[Pair, ...]
+    role: str
+
+    def indices(self) -> list[int]:
+        """The kept target indices, in order."""
+        return [i for start, stop in self.kept for i in range(start, stop)]
+
+
+@dataclass(frozen=True)
+class BlockSite:
+    """A block that shrink dropped (replaced by an identity), and how grow makes it have no effect.
+
+    Attributes:
+        name: the block's qualname (`layer3.4`).
+        zero: its tensors (keys relative to the block) that grow sets to zero so that the new
+            block returns its input unchanged: the last norm of its residual branch, or the layer
+            that ends that branch.
+    """
+
+    name: str
+    zero: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ModelSource:
     """How to rebuild the target model.
 
@@ -151,6 +193,10 @@ class Plan:
         kernel_map: the kernel map used, as sorted (target, pre-train) pairs.
         even_padding: how even kernels are padded: "alternate" or "bottom-right".
         form: "pretrain" or "target": which network a checkpoint with this plan holds.
+        width: the width factor shrink applied (1.0: every channel kept).
+        depth: the depth factor shrink applied (1.0: every block kept).
+        channels: the narrowed tensor dimensions (`ChannelDim`), empty when `width` is 1.
+        blocks: the dropped blocks (`BlockSite`), empty when `depth` is 1.
         versions: library versions at the time of shrink.
         version: the plan format version.
     """
@@ -165,6 +211,10 @@ class Plan:
     kernel_map: tuple[Pair, ...] = ()
     even_padding: str = "alternate"
     form: str = "pretrain"
+    width: float = 1.0
+    depth: float = 1.0
+    channels: tuple[ChannelDim, ...] = ()
+    blocks: tuple[BlockSite, ...] = ()
     versions: tuple[tuple[str, str], ...] = ()
     version: int = PLAN_VERSION
 
@@ -243,9 +293,11 @@ def _from_dict(data: dict[str, Any]) -> Plan:
     convs = tuple(_record(ConvSite, c) for c in data.pop("convs", ()))
     fcs = tuple(_record(FCSite, f) for f in data.pop("fcs", ()))
     resamples = tuple(_record(Resample, r) for r in data.pop("resamples", ()))
+    channels = tuple(_record(ChannelDim, c) for c in data.pop("channels", ()))
+    blocks = tuple(_record(BlockSite, b) for b in data.pop("blocks", ()))
     rest = {k: _tuplify(v) for k, v in data.items()}
     names = {f.name for f in dataclasses.fields(Plan)}
     unknown = set(rest) - names
     if unknown:
         raise ValueError(f"unknown Plan fields {sorted(unknown)}")
-    return Plan(source=source, convs=convs, fcs=fcs, resamples=resamples, **rest)
+    return Plan(source=source, convs=convs, fcs=fcs, resamples=resamples, channels=channels, blocks=blocks, **rest)

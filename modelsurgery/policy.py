@@ -19,8 +19,8 @@ from .layers import DYNAMIC_PAD_CONVS
 from .plan import ConvSite
 from .resize.kernels import as_pair
 
-__all__ = ["parse_kernel_map", "map_kernel", "conv_pair", "decide_kernel", "target_padding", "small_padding",
-           "pretrain_input_size"]
+__all__ = ["KeepKernels", "parse_kernel_map", "map_kernel", "conv_pair", "decide_kernel", "target_padding",
+           "small_padding", "pretrain_input_size"]
 
 
 def conv_pair(value) -> tuple[int, int]:
@@ -28,8 +28,20 @@ def conv_pair(value) -> tuple[int, int]:
     return as_pair(value, "conv attribute", minimum=0)
 
 
+class KeepKernels(dict):
+    """The kernel map "keep": every kernel maps to itself (shrink width and depth alone)."""
+
+    def __contains__(self, k) -> bool:
+        return True
+
+    def __getitem__(self, k: int) -> int:
+        return k
+
+
 def parse_kernel_map(spec: str | Mapping[int, int] | None) -> dict[int, int]:
     """Parse and validate a kernel map such as "3:2,5:3"; entries override Table 1.
+
+    "keep" keeps every kernel (and so the input size): width and depth shrink alone.
 
     Raises:
         KernelMapError: malformed entries, or a pre-train kernel outside 1..k.
@@ -40,6 +52,8 @@ def parse_kernel_map(spec: str | Mapping[int, int] | None) -> dict[int, int]:
     """
     if spec is None or spec == "":
         return {}
+    if isinstance(spec, KeepKernels) or (isinstance(spec, str) and spec.strip().lower() == "keep"):
+        return KeepKernels()
     if isinstance(spec, str):
         pairs = []
         for item in spec.split(","):

@@ -20,13 +20,16 @@ from .analysis import SIZE_ATTRS, Analysis, analyze, flatten_source_hw, meta_cop
 from .constants import DEFAULT_EVEN_PADDING, EVEN_PADDINGS
 from .constants import TABLE1 as _TABLE1
 from .deprecation import moved
+from .depth import drop_blocks, drop_plan
 from .errors import InputSizeError, KernelMapError, UnsupportedLayerError, first_line
 from .layers import fit_to, set_conv_padding, set_module
 from .plan import ConvSite, FCSite, ModelSource, Plan, Resample
-from .policy import conv_pair, decide_kernel, small_padding, target_padding
+from .policy import KeepKernels, conv_pair, decide_kernel, small_padding, target_padding
 from .policy import parse_kernel_map as _parse_kernel_map
 from .policy import pretrain_input_size as _pretrain_input_size
+from .slimming import check_factor, example_input, narrowed
 from .tracing import trace_covering
+from .width import narrow
 
 __all__ = ["plan_shrink", "apply_plan", "shrink"]
 
@@ -34,7 +37,8 @@ __all__ = ["plan_shrink", "apply_plan", "shrink"]
 
 def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, input_size: int | None = None,
                 kernel_map: str | Mapping[int, int] | None = None, in_chans: int = 3,
-                even_padding: str = DEFAULT_EVEN_PADDING, keep_dilated: bool = True) -> Plan:
+                even_padding: str = DEFAULT_EVEN_PADDING, keep_dilated: bool = True, width: float = 1.0,
+                depth: float = 1.0) -> Plan:
     """Analyse `model` and decide its pre-train variant. Does not modify `model`.
 
     Args:
@@ -47,13 +51,26 @@ def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, inpu
         even_padding: "alternate" (default: the extra pixel of padding alternates between the
             top-left and bottom-right of successive asymmetric convs, so half-pixel shifts
             cancel instead of piling up) or "bottom-right" (TF/timm "same" convention).
+        width: keep this fraction of every group of channels (`modelsurgery.width.narrow`).
+        depth: keep this fraction of each stage's blocks (`modelsurgery.depth.drop_plan`).
 
     Returns:
-        The `Plan` (form "pretrain").
+        The `Plan` (form "pretrain"). Its convs and FC interfaces describe the narrowed and
+        shortened network; `channels` and `blocks` record what was narrowed and dropped.
     """
     if even_padding not in EVEN_PADDINGS:
         raise KernelMapError(f"unknown even_padding {even_padding!r}. Hint: use 'alternate' or 'bottom-right'")
     kmap = _parse_kernel_map(kernel_map)
+    width, depth = check_factor("width", width), check_factor("depth", depth)
+    blocks, channels = (), ()
+    if width < 1 or depth < 1:
+        model = copy.deepcopy(model).eval()
+        example = example_input(in_chans, target_size)
+        if depth < 1:
+            blocks = tuple(drop_plan(model, depth, example))
+            drop_blocks(model, blocks)
+        if width < 1:
+            channels = tuple(narrow(model, width, example))
     target, gm = analyze(model, target_size, in_chans)
     warn_skipped(target)
     fc_convs = {f.name for f in target.fcs if f.kind == "conv"}
@@ -84,9 +101,17 @@ def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, inpu
     fcs = [FCSite(f.name, f.kind, f.channels, f.hw, (0, 0), f.pool, f.owner, _out_features(modules[f.name]))
            for f in target.fcs]
     plan = Plan(source=source, input_size=int(input_size), target_size=int(target_size), in_chans=in_chans,
-                convs=tuple(sites), fcs=tuple(fcs), kernel_map=tuple(sorted({**_TABLE1, **kmap}.items())),
-                even_padding=even_padding, versions=_versions())
+                convs=tuple(sites), fcs=tuple(fcs), kernel_map=_kernel_record(kmap),
+                even_padding=even_padding, versions=_versions(), width=width, depth=depth, channels=channels,
+                blocks=blocks)
     return _measure_pretrain(model, plan, target, gm)
+
+
+def _kernel_record(kmap: Mapping[int, int]) -> tuple[tuple[int, int], ...]:
+    """The kernel map as the plan records it: Table 1 with the user's entries (every k -> k for "keep")."""
+    if isinstance(kmap, KeepKernels):
+        return tuple((k, k) for k in sorted(_TABLE1))
+    return tuple(sorted({**_TABLE1, **kmap}.items()))
 
 
 def _out_features(module: nn.Module) -> int:
@@ -302,7 +327,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, seed: int = 0) -> nn.Module:
         >>> small = apply_plan(timm.create_model("resnet18"), plan)
     """
     gen = torch.Generator().manual_seed(seed)
-    small = copy.deepcopy(model)
+    small = narrowed(model, plan) if plan.channels or plan.blocks else copy.deepcopy(model)
     _apply_convs(small, plan.convs, gen)
     _apply_fcs(small, plan.fcs, gen)
     return _apply_resamples(small, plan.resamples)
@@ -310,7 +335,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, seed: int = 0) -> nn.Module:
 
 def shrink(model_or_name: nn.Module | str, *, input_size: int | None = None, target_size: int | None = None,
            kernel_map: str | Mapping[int, int] | None = None, even_padding: str = DEFAULT_EVEN_PADDING,
-           **model_kwargs: Any) -> tuple[nn.Module, Plan]:
+           width: float = 1.0, depth: float = 1.0, **model_kwargs: Any) -> tuple[nn.Module, Plan]:
     """Build the pre-train variant of a CNN: smaller kernels, smaller images, same keys.
 
     Args:
@@ -319,6 +344,8 @@ def shrink(model_or_name: nn.Module | str, *, input_size: int | None = None, tar
         target_size: target input size; default the model's pretrained_cfg size, else 224.
         kernel_map: overrides of Table 1, e.g. "3:2,5:3" or {3: 2}.
         even_padding: "alternate" or "bottom-right" (see `plan_shrink`).
+        width: the fraction of every group of channels to keep (1: all), e.g. 0.5.
+        depth: the fraction of each stage's blocks to keep (1: all), e.g. 0.5.
         **model_kwargs: constructor arguments for named models (num_classes, in_chans, ...).
 
     Returns:
@@ -344,7 +371,8 @@ def shrink(model_or_name: nn.Module | str, *, input_size: int | None = None, tar
     if input_size is not None and not 1 <= int(input_size):
         raise InputSizeError(f"input size must be positive, got {input_size}")
     plan = plan_shrink(model, source, target_size=target_size, input_size=input_size,
-                       kernel_map=kernel_map, in_chans=in_chans, even_padding=even_padding)
+                       kernel_map=kernel_map, in_chans=in_chans, even_padding=even_padding, width=width,
+                       depth=depth)
     return apply_plan(model, plan), plan
 
 

@@ -36,6 +36,7 @@ import modelsurgery.checkpoint as checkpoint
 from modelsurgery.checkpoint import META_PLAN, atomic_write, read_state_dict
 from modelsurgery.cli import cli
 from modelsurgery.errors import CheckpointError, OutputExistsError
+from modelsurgery.plan import PLAN_VERSION
 from modelsurgery.shrink import shrink
 
 MODEL = "test_resnet"  # conftest.SMALL_MODEL: timm's smallest ResNet (0.5 M parameters), real layers, fast
@@ -292,7 +293,8 @@ def test_plan_json_malformed(work, cmd):
 def test_plan_version_newer_than_supported(work, cmd):
     _rewrite("small.safetensors", "p.safetensors", meta=_edit_plan(lambda d: d.update(version=99)))
     _fails(_read(cmd, "p.safetensors"),
-           r"plan version 99 is newer than this modelsurgery supports \(1\)\. Hint: upgrade modelsurgery", work)
+           rf"plan version 99 is newer than this modelsurgery supports \({PLAN_VERSION}\)\. Hint: upgrade modelsurgery",
+           work)
 
 
 def _mismatch(state):
