@@ -16,12 +16,15 @@ from .constants import (
     DEFAULT_EVEN_PADDING,
     DEFAULT_FC,
     DEFAULT_UPSCALE,
+    DEFAULT_WIDEN_INIT,
+    DEFAULT_WIDEN_STD,
     DOWNSCALE_METHODS,
     EVEN_PADDINGS,
     FC_MODES,
     LSQ,
     TABLE1,
     UPSCALES,
+    WIDEN_INITS,
 )
 from .errors import SurgeryError
 from .paths import check_paths, target_path
@@ -76,8 +79,15 @@ def cli() -> None:
 
 def _model_options(f):
     table = ",".join(f"{k}:{v}" for k, v in TABLE1.items())
-    f = click.option("--kernel-map", default=None, metavar="K:K',...",
-                     help=f"Override Table 1 ({table}), e.g. 3:2,5:3. Other sizes use k'=round(2k/3).")(f)
+    f = click.option("--depth", default="1", metavar="FACTOR", show_default=True,
+                     help="Keep this fraction of each stage's repeated residual blocks (at least one per stage); "
+                          "grow brings the others back with no effect.")(f)
+    f = click.option("--width", default="1", metavar="FACTOR", show_default=True,
+                     help="Keep this fraction of every group of channels (residual streams, concatenations, "
+                          "depthwise and grouped convs move together; the input and the classes stay).")(f)
+    f = click.option("--kernel-map", default=None, metavar="K:K',...|keep",
+                     help=f"Override Table 1 ({table}), e.g. 3:2,5:3. Other sizes use k'=round(2k/3). 'keep' keeps "
+                          "every kernel and the input size, to shrink width and depth alone.")(f)
     f = click.option("--target-size", type=click.IntRange(min=1), default=None,
                      help="Target input size in pixels [default: the model's pretrained_cfg size, else 224].")(f)
     f = click.option("--input-size", type=click.IntRange(min=1), default=None,
@@ -91,18 +101,18 @@ def _model_options(f):
     return f
 
 
-def _plan_for(model, num_classes, in_chans, input_size, target_size, kernel_map, even_padding):
+def _plan_for(model, num_classes, in_chans, input_size, target_size, kernel_map, even_padding, width, depth):
     from .shrink import shrink
 
     return shrink(model, input_size=input_size, target_size=target_size, kernel_map=kernel_map,
-                  even_padding=even_padding, num_classes=num_classes, in_chans=in_chans)
+                  even_padding=even_padding, num_classes=num_classes, in_chans=in_chans, width=width, depth=depth)
 
 
 @cli.command()
 @click.argument("model")
 @_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and its cost table as JSON.")
-def plan(model, num_classes, in_chans, input_size, target_size, kernel_map, even_padding, as_json):
+def plan(model, num_classes, in_chans, input_size, target_size, kernel_map, width, depth, even_padding, as_json):
     """Show what shrink would do to MODEL: kernels, feature maps and Eq. 3 costs per layer.
 
     The totals count every conv and FC-interface multiplication of both networks at batch 1,
@@ -110,7 +120,7 @@ def plan(model, num_classes, in_chans, input_size, target_size, kernel_map, even
     """
     from .cost import cost_table, format_table
 
-    _, p = _plan_for(model, num_classes, in_chans, input_size, target_size, kernel_map, even_padding)
+    _, p = _plan_for(model, num_classes, in_chans, input_size, target_size, kernel_map, even_padding, width, depth)
     if as_json:
         click.echo(json.dumps({"plan": p.to_dict(), "cost": cost_table(p).to_dict()}, indent=1))
     else:
@@ -128,7 +138,7 @@ def plan(model, num_classes, in_chans, input_size, target_size, kernel_map, even
 @click.option("--ema", is_flag=True,
               help="Read the EMA weights of --weights (timm's state_dict_ema, torchvision's model_ema).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_map, even_padding,
+def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_map, width, depth, even_padding,
            weights, method, ema, force):
     """Build MODEL's pre-train variant and write its weights and plan to --out.
 
@@ -136,6 +146,10 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
     target's weights downscaled with their amplitude preserved. --weights takes a .safetensors or
     a .pt/.pth/.ckpt as timm's train.py, torchvision's reference scripts or Lightning write it; a
     DDP/torch.compile/LightningModule prefix is removed where that makes the keys match MODEL.
+
+    --width and --depth shrink the network in channels and blocks as well (Liu et al. 2016,
+    §III-C/E); --kernel-map keep shrinks them alone. The plan records which channels and blocks
+    were kept, so that `msurg grow` needs nothing but the file.
     """
     check_paths(out, force, weights)  # file errors at once, before the file layer imports torch
     from .files import shrink_to_file
@@ -143,7 +157,7 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
     click.echo(format_report(shrink_to_file(
         model, out, weights=weights, method=method, ema=ema, force=force, input_size=input_size,
         target_size=target_size, kernel_map=kernel_map, even_padding=even_padding, num_classes=num_classes,
-        in_chans=in_chans)))
+        in_chans=in_chans, width=width, depth=depth)))
 
 
 @cli.command()
@@ -158,7 +172,14 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
                    f"with --calibrate, else {DEFAULT_UPSCALE}].")
 @click.option("--fc", type=click.Choice(FC_MODES), default=DEFAULT_FC, show_default=True,
               help="FC interface: resize like a kernel, or keep weights on a grid and Gaussian-pad.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --fc gaussian.")
+@click.option("--widen-init", default=DEFAULT_WIDEN_INIT, show_default=True, metavar="|".join(WIDEN_INITS),
+              help="New channels of a plan shrunk in width: gaussian N(0, std) filters, zeros, flipped copies "
+                   "(Liu et al. 2016, III-C; consumers' weights on them start at zero, or N(0, std) for zeros), "
+                   "or net2net copies with the consumers' weights split. All keep the function where norms are "
+                   "per channel; only net2net at width 1/2 keeps it through LayerNorm.")
+@click.option("--widen-std", type=float, default=DEFAULT_WIDEN_STD, show_default=True,
+              help="Standard deviation of --widen-init's Gaussian draws.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --fc gaussian and --widen-init.")
 @click.option("--plan", "plan_file", type=click.Path(), default=None,
               help="Plan for a .pt/.pth CKPT that carries none: a modelsurgery .safetensors or plan .json.")
 @click.option("--calibrate", type=click.Path(), default=None,
@@ -167,7 +188,7 @@ def shrink(model, out, num_classes, in_chans, input_size, target_size, kernel_ma
 @click.option("--ema", is_flag=True,
               help="Read the EMA weights of CKPT (timm's state_dict_ema, torchvision's model_ema).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def grow(ckpt, to, out, upscale, fc, seed, plan_file, calibrate, ema, force):
+def grow(ckpt, to, out, upscale, fc, widen_init, widen_std, seed, plan_file, calibrate, ema, force):
     """Convert a trained pre-train checkpoint CKPT into the full-size target model.
 
     Every planned kernel is upscaled with its amplitude preserved, the FC interface is
@@ -179,7 +200,8 @@ def grow(ckpt, to, out, upscale, fc, seed, plan_file, calibrate, ema, force):
     from .files import grow_file
 
     click.echo(format_report(grow_file(ckpt, out, to=to, upscale=upscale, fc=fc, seed=seed, plan_file=plan_file,
-                                       calibrate=calibrate, ema=ema, force=force)))
+                                       calibrate=calibrate, ema=ema, force=force, widen_init=widen_init,
+                                       widen_std=widen_std)))
 
 
 @cli.command()
@@ -274,7 +296,19 @@ def _shrink_text(r) -> str:
     changed = sum(c.changed for c in plan.convs)
     return (f"wrote {r.path}: {plan.source.spec} pre-train at {plan.input_size}px (target {plan.target_size}px), "
             f"{changed}/{len(plan.convs)} convs shrunk, {len(plan.fcs)} FC interface(s), "
-            f"{len(plan.resamples)} resample(s)")
+            f"{len(plan.resamples)} resample(s){_slim_text(plan)}")
+
+
+def _slim_text(plan, init: str | None = None) -> str:
+    """What a plan did to width and depth, for the shrink and grow lines ("" when nothing)."""
+    parts = []
+    if plan.channels:
+        parts.append(f"width {plan.width:g}: {len(plan.channels)} tensor dimension(s) " +
+                     (f"widened back ({init})" if init else "narrowed"))
+    if plan.blocks:
+        parts.append(f"depth {plan.depth:g}: {len(plan.blocks)} block(s) " +
+                     ("back with no effect" if init else "dropped"))
+    return "".join(f", {p}" for p in parts)
 
 
 def _grow_text(r) -> str:
@@ -290,7 +324,8 @@ def _grow_text(r) -> str:
              f"fidelity on {fid.images} fixture images: logit cosine {fid.cosine:.3f}, top-1 agreement "
              f"{fid.agree}/{fid.images} (pre-train at {plan.input_size}px vs grown at {plan.target_size}px)")
     return (f"wrote {r.path}: {plan.source.spec} at {plan.target_size}px (pre-train {plan.input_size}px), "
-            f"{changed} kernel(s) grown with {r.method}, {len(plan.fcs)} FC interface(s) ({r.fc}){note}\n"
+            f"{changed} kernel(s) grown with {r.method}, {len(plan.fcs)} FC interface(s) ({r.fc})"
+            f"{_slim_text(plan, r.widen_init or '-')}{note}\n"
             f"{check}{hint}")
 
 

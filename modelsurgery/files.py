@@ -28,12 +28,14 @@ from .checkpoint import (
     verify_state_dict,
     warn_nonfinite,
 )
-from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_UPSCALE, LSQ
+from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_UPSCALE, DEFAULT_WIDEN_INIT, DEFAULT_WIDEN_STD, LSQ
 from .errors import CheckpointError, ConversionError, PlanError, UnknownModelError
 from .images import data_source, image_stats, load_fidelity_images, load_images, require_fixture, resize_images
 from .paths import check_output, check_paths, target_path
 from .plan import Plan
+from .statedict import with_versions
 from .torchfile import WeightsRead, pick_weights
+from .width import check_widen
 
 __all__ = ["FileReport", "Fidelity", "shrink_to_file", "grow_file", "export_file"]
 
@@ -67,6 +69,7 @@ class FileReport:
         onnx: export, `export_onnx`'s report (exporter, opset, input_size, parity numbers).
         read: which weights of the input were read (wrapper key, prefix removed, EMA or not);
             None for shrink without `weights`.
+        widen_init: grow, how the channels of a plan shrunk in width came back (None: no width).
     """
 
     verb: str
@@ -80,6 +83,7 @@ class FileReport:
     fidelity: Fidelity | None = None
     onnx: Mapping[str, Any] | None = None
     read: WeightsRead | None = None
+    widen_init: str | None = None
 
 
 def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNSCALE_METHOD, ema: bool = False,
@@ -103,7 +107,6 @@ def shrink_to_file(model: str, out, *, weights=None, method: str = DEFAULT_DOWNS
         raise ConversionError("--ema reads the EMA weights of --weights. Hint: add --weights FILE, or drop --ema")
     from .grow import downscale_state_dict  # after the cheap checks
     from .shrink import shrink
-    from .statedict import with_versions
     from .zoo import rebuild
 
     stored = open_weights(weights)[0] if weights is not None else None
@@ -129,7 +132,8 @@ LSQ_IMAGES = 256  # least-squares kernel fit: 256 kept more accuracy than 32 (be
 
 def grow_file(ckpt, out=None, *, to: int | None = None, upscale: str | None = None, fc: str = DEFAULT_FC,
               seed: int = 0, plan_file=None, calibrate=None, ema: bool = False, force: bool = False,
-              progress: bool | None = None, method: str | None = None) -> FileReport:
+              progress: bool | None = None, method: str | None = None, widen_init: str = DEFAULT_WIDEN_INIT,
+              widen_std: float = DEFAULT_WIDEN_STD) -> FileReport:
     """`msurg grow`: convert a pre-train checkpoint into the stock target model's and save it.
 
     Order: check `out`; read the checkpoint and its plan; verify every tensor against the
@@ -157,6 +161,7 @@ def grow_file(ckpt, out=None, *, to: int | None = None, upscale: str | None = No
         force: overwrite `out`.
         progress: bars for the calibration on stderr (None: when stderr is a terminal).
         method: the old name of `upscale` (deprecated).
+        widen_init, widen_std: new channels of a plan shrunk in width (`modelsurgery.grow`).
 
     Returns:
         The report: path written, the target plan, the upscaling (as `method`) and fc, the calibration counts, the
@@ -172,7 +177,9 @@ def grow_file(ckpt, out=None, *, to: int | None = None, upscale: str | None = No
                               "(an IDX folder, an ImageFolder, or 'fixture')")
     if calibrate is not None:
         _check_calibration_data(calibrate)
+    check_widen(widen_init, widen_std)
     from .grow import grow, grow_size  # after the cheap checks
+    from .shrink import apply_plan
     from .zoo import rebuild
 
     stored, meta = open_weights(ckpt)
@@ -183,10 +190,12 @@ def grow_file(ckpt, out=None, *, to: int | None = None, upscale: str | None = No
                                 "rebuild. Hint: call modelsurgery.grow(state_dict, plan, model=MyNet()) in Python")
     with torch.device("meta"):  # shapes only; every tensor comes from the checkpoint
         target = rebuild(plan.source)
-    state, read = pick_weights(stored, target.state_dict(), ema=ema, what=f"{str(ckpt)!r}")  # keys as the target's
-    pretrain = _pretrain_net(target, plan, state, ckpt)
+    full = _seeded(plan, seed) if plan.channels or plan.blocks else None   # narrowing and new blocks need data
+    built = apply_plan(full, plan) if full is not None else None
+    state, read = pick_weights(stored, (built or target).state_dict(), ema=ema, what=f"{str(ckpt)!r}")
+    pretrain = _pretrain_net(target, plan, state, ckpt, built)
     grown_state, big_plan = grow(state, plan, to=to, upscale=DEFAULT_UPSCALE if method == LSQ else method,
-                                 fc=fc, seed=seed, model=target)
+                                 fc=fc, seed=seed, model=full or target, widen_init=widen_init, widen_std=widen_std)
     verify_state_dict(grown_state, target.state_dict(), f"the grown {plan.source.spec} at {big_plan.target_size}px")
     target = _holding(target, grown_state, lambda: rebuild(plan.source)).eval()
     counts = {}
@@ -196,7 +205,8 @@ def grow_file(ckpt, out=None, *, to: int | None = None, upscale: str | None = No
         grown_state = target.state_dict()
     path = save(out, grown_state, big_plan, force=force)
     fidelity = _fidelity(pretrain, target, plan, big_plan)
-    return FileReport("grow", path, big_plan, method=method, fc=fc, fidelity=fidelity, read=read, **counts)
+    return FileReport("grow", path, big_plan, method=method, fc=fc, fidelity=fidelity, read=read,
+                      widen_init=widen_init if plan.channels else None, **counts)
 
 
 def _grow_plan(ckpt, meta, plan_file) -> Plan:
@@ -228,11 +238,28 @@ def _read_plan_file(path) -> Plan:
     return read_plan(meta, path)
 
 
-def _pretrain_net(target: nn.Module, plan: Plan, state, ckpt) -> nn.Module:
-    """The pre-train network of `plan` holding `state`, verified key by key and shape by shape."""
+def _seeded(plan: Plan, seed: int) -> nn.Module:
+    """The stock target with its own init drawn from `seed` (the source of grown blocks' tensors)."""
+    from .zoo import rebuild
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return rebuild(plan.source)
+
+
+def _pretrain_net(target: nn.Module, plan: Plan, state, ckpt, built: nn.Module | None = None) -> nn.Module:
+    """The pre-train network of `plan` holding `state`, verified key by key and shape by shape.
+
+    `built`: the pre-train network already built from a real target (width and depth need data).
+    """
     from .analysis import meta_copy
     from .shrink import apply_plan
 
+    if built is not None:
+        verify_state_dict(state, built.state_dict(), f"{str(ckpt)!r}")
+        warn_nonfinite(state, str(ckpt))
+        built.load_state_dict(with_versions(state, built), strict=True)
+        return built.eval()
     net = apply_plan(meta_copy(target), plan)  # shapes only: no init to draw and discard
     verify_state_dict(state, net.state_dict(), f"{str(ckpt)!r}")
     warn_nonfinite(state, str(ckpt))
@@ -246,7 +273,6 @@ def _holding(net: nn.Module, state, build) -> nn.Module:
     meta device) or a checkpoint that is not float32 (assigning would change the model's dtype)
     takes the ordinary path.
     """
-    from .statedict import with_versions
 
     state = with_versions(state, net)  # safetensors keep no module versions; some modules need them
     if all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point()):

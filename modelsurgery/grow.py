@@ -17,7 +17,14 @@ import torch
 import torch.nn as nn
 
 from .analysis import analyze, flatten_source_hw, meta_copy
-from .constants import DEFAULT_DOWNSCALE_METHOD, DEFAULT_FC, DEFAULT_UPSCALE, UPSCALES
+from .constants import (
+    DEFAULT_DOWNSCALE_METHOD,
+    DEFAULT_FC,
+    DEFAULT_UPSCALE,
+    DEFAULT_WIDEN_INIT,
+    DEFAULT_WIDEN_STD,
+    UPSCALES,
+)
 from .constants import FC_MODES as _FC_MODES
 from .deprecation import moved
 from .errors import CheckpointError, ConversionError, InputSizeError, PlanError, first_line
@@ -26,7 +33,7 @@ from .plan import ConvSite, Plan
 from .resize.fc import pad_fc_gaussian, resize_fc
 from .resize.kernels import resize_kernel
 from .statedict import with_versions as _with_versions
-from .width import DEFAULT_WIDEN_INIT, DEFAULT_WIDEN_STD, narrow_state, widen_state
+from .width import check_widen, narrow_state, widen_state
 
 __all__ = ["grow", "plan_at", "grow_size", "downscale_state_dict"]
 
@@ -83,6 +90,7 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
         raise ConversionError(f"unknown grow method {upscale!r}. Hint: use one of {', '.join(UPSCALES)}")
     if fc not in _FC_MODES:
         raise ConversionError(f"unknown fc mode {fc!r}. Hint: use one of {', '.join(_FC_MODES)}")
+    check_widen(widen_init, widen_std)
     if plan.form != "pretrain":
         raise PlanError(f"the plan's form is {plan.form!r}: this checkpoint is already grown. "
                         "Hint: grow the pre-train checkpoint that `msurg shrink` wrote")

@@ -33,15 +33,12 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 
+from .constants import DEFAULT_WIDEN_INIT, DEFAULT_WIDEN_STD, WIDEN_INITS
 from .errors import ConversionError, PlanError, UnsupportedLayerError, first_line
 from .plan import ChannelDim
 
-__all__ = ["WIDEN_INITS", "DEFAULT_WIDEN_INIT", "DEFAULT_WIDEN_STD", "narrow", "narrow_state", "widen_state",
-           "output_layers"]
+__all__ = ["narrow", "narrow_state", "widen_state", "check_widen", "output_layers"]
 
-WIDEN_INITS = ("gaussian", "zeros", "flip", "net2net")
-DEFAULT_WIDEN_INIT = "gaussian"
-DEFAULT_WIDEN_STD = 0.01   # Liu et al. 2016, §IV-C: N(0, 1/100)
 _BASE = 2.0 ** 21          # a tag holds (row index) * _BASE + (column index), exact in float64
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
@@ -191,6 +188,14 @@ def _sources(rec: ChannelDim) -> torch.Tensor:
     return torch.tensor(src)
 
 
+def check_widen(init: str, std: float) -> None:
+    """Raise `ConversionError` for an unknown init or a σ that is not a finite positive number."""
+    if init not in WIDEN_INITS:
+        raise ConversionError(f"unknown widen init {init!r}. Hint: use one of {', '.join(WIDEN_INITS)}")
+    if isinstance(std, bool) or not (isinstance(std, (int, float)) and math.isfinite(std) and std > 0):
+        raise ConversionError(f"widen std must be a positive number, got {std!r}. Hint: e.g. --widen-std 0.01")
+
+
 def widen_state(state: Mapping[str, torch.Tensor], channels: tuple[ChannelDim, ...], *,
                 init: str = DEFAULT_WIDEN_INIT, std: float = DEFAULT_WIDEN_STD, seed: int = 0,
                 linear: bool = False) -> dict[str, torch.Tensor]:
@@ -208,10 +213,7 @@ def widen_state(state: Mapping[str, torch.Tensor], channels: tuple[ChannelDim, .
     Raises:
         ConversionError: an unknown init, or a σ that is not a finite positive number.
     """
-    if init not in WIDEN_INITS:
-        raise ConversionError(f"unknown widen init {init!r}. Hint: use one of {', '.join(WIDEN_INITS)}")
-    if not (isinstance(std, (int, float)) and math.isfinite(std) and std > 0):
-        raise ConversionError(f"widen std must be a positive number, got {std!r}. Hint: e.g. --widen-std 0.01")
+    check_widen(init, std)
     gen = torch.Generator().manual_seed(seed)
     by_key: dict[str, dict[int, ChannelDim]] = {}
     for rec in channels:
