@@ -35,7 +35,7 @@ from .resize.kernels import resize_kernel
 from .statedict import with_versions as _with_versions
 from .width import check_widen, narrow_state, widen_state
 
-__all__ = ["grow", "plan_at", "grow_size", "downscale_state_dict"]
+__all__ = ["grow", "momentum_map", "plan_at", "grow_size", "downscale_state_dict"]
 
 
 def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None = None,
@@ -118,6 +118,23 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
     if plan.blocks:
         out = _with_blocks(out, plan, model, seed, linear)
     return _with_versions(out, state_dict), target
+
+
+def momentum_map(plan: Plan, **grow_kwargs):
+    """The converter that `carry_momentum` (and `Trainer.replace_model`) needs for a grow with `plan`.
+
+    It sends optimizer state through the linear part of `grow` (`linear=True`): kernels and FC
+    interfaces as the weights, new channels and blocks from zero, Net2Net's copies split like
+    their weights.
+
+    Example:
+        >>> opt = carry_momentum(small, opt, big, torch.optim.SGD(big.parameters(), lr=0.1, momentum=0.9),
+        ...                      momentum_map(plan, widen_init="net2net"))
+    """
+    def convert(state):
+        return grow(state, plan, linear=True, **grow_kwargs)[0]
+
+    return convert
 
 
 def _with_blocks(state: dict[str, torch.Tensor], plan: Plan, model: nn.Module | None, seed: int,

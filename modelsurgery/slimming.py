@@ -51,12 +51,12 @@ def narrowed(model: nn.Module, plan: Plan) -> nn.Module:
     if plan.blocks:
         drop_blocks(net, plan.blocks)
     if plan.channels:
-        records = narrow(net, plan.width, example_input(plan.in_chans, plan.target_size))
-        if sorted(records, key=_order) != sorted(plan.channels, key=_order):
-            raise PlanError("the installed torch-pruning narrows this model differently from the plan. Hint: "
-                            "re-create the plan with `msurg shrink`, or install the torch-pruning it was made with")
+        narrow(net, plan.width, example_input(plan.in_chans, plan.target_size), record=False)
+        state = net.state_dict()
+        wrong = [f"{r.key}[{r.dim}]" for r in plan.channels
+                 if r.key not in state or state[r.key].shape[r.dim] != sum(b - a for a, b in r.kept)]
+        if wrong:
+            raise PlanError(f"the installed torch-pruning narrows this model differently from the plan "
+                            f"({', '.join(wrong[:3])}{', ...' if len(wrong) > 3 else ''}). Hint: re-create the plan "
+                            "with `msurg shrink`, or install the torch-pruning it was made with")
     return net
-
-
-def _order(rec) -> tuple:
-    return rec.key, rec.dim

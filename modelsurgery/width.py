@@ -68,43 +68,47 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     return last[-1:]
 
 
-def narrow(model: nn.Module, width: float, example: torch.Tensor) -> list[ChannelDim]:
+def narrow(model: nn.Module, width: float, example: torch.Tensor, *, record: bool = True) -> list[ChannelDim]:
     """Narrow `model` in place to `width` of its channels; return which entries of each tensor it kept.
 
     The classifier keeps its outputs and the network its input channels. The records come from a
     float64 copy whose every entry holds its own (row, column) index: pruned alongside the model,
-    its surviving values are the kept indices, whatever Torch-Pruning did to get there.
+    its surviving values are the kept indices, whatever Torch-Pruning did to get there. With
+    `record` False only the model is narrowed (the choices are deterministic) and [] is returned.
 
     Raises:
         UnsupportedLayerError: Torch-Pruning cannot narrow the model, or narrowed a dimension
             other than a layer's outputs or inputs.
     """
+    if any(isinstance(m, nn.modules.conv._ConvTransposeNd) for m in model.modules()):
+        raise UnsupportedLayerError("width shrinking does not support transposed convs. Hint: pass --width 1")
+    full = {k: v.shape for k, v in model.state_dict().items()}
+    tagged = _tag(copy.deepcopy(model).double().eval()) if record else None
+    _prune(model, width, example)
+    if tagged is None:
+        return []
+    _prune(tagged, width, example.double())
+    return _records(model, tagged, full)
+
+
+def _prune(net: nn.Module, width: float, example: torch.Tensor) -> None:
     try:
         import torch_pruning as tp
     except ImportError:  # pragma: no cover - a dependency
         raise UnsupportedLayerError("width shrinking needs torch-pruning. Hint: pip install torch-pruning") from None
-    if any(isinstance(m, nn.modules.conv._ConvTransposeNd) for m in model.modules()):
-        raise UnsupportedLayerError("width shrinking does not support transposed convs. Hint: pass --width 1")
-    full = {k: v.shape for k, v in model.state_dict().items()}
-    tagged = copy.deepcopy(model).double().eval()
-    _tag(tagged)
-    example = example.double()
-    for net in (tagged, model):
-        ignored = output_layers(net, example.to(next(net.parameters()).dtype))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pruner = tp.pruner.MetaPruner(net, example.to(next(net.parameters()).dtype),
-                                              importance=_FirstChannels(), pruning_ratio=1.0 - width,
-                                              ignored_layers=ignored)
-                pruner.step()
-        except Exception as err:  # Torch-Pruning raises many kinds; all mean the same to the user
-            raise UnsupportedLayerError(f"torch-pruning cannot narrow this model ({first_line(err, 160)}). "
-                                        "Hint: pass --width 1 to shrink kernels and depth only") from None
-    return _records(model, tagged, full)
+    example = example.to(next(net.parameters()).dtype)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruner = tp.pruner.MetaPruner(net, example, importance=_FirstChannels(), pruning_ratio=1.0 - width,
+                                          ignored_layers=output_layers(net, example))
+            pruner.step()
+    except Exception as err:  # Torch-Pruning raises many kinds; all mean the same to the user
+        raise UnsupportedLayerError(f"torch-pruning cannot narrow this model ({first_line(err, 160)}). "
+                                    "Hint: pass --width 1 to shrink kernels and depth only") from None
 
 
-def _tag(model: nn.Module) -> None:
+def _tag(model: nn.Module) -> nn.Module:
     with torch.no_grad():
         for t in model.state_dict().values():
             if not t.is_floating_point() or t.ndim == 0:
@@ -113,6 +117,7 @@ def _tag(model: nn.Module) -> None:
             if t.ndim >= 2:
                 tag = tag + torch.arange(t.shape[1], dtype=torch.float64).view(1, -1, *[1] * (t.ndim - 2))
             t.copy_(tag.expand_as(t))
+    return model
 
 
 def _runs(indices: list[int]) -> tuple[tuple[int, int], ...]:
@@ -220,6 +225,8 @@ def widen_state(state: Mapping[str, torch.Tensor], channels: tuple[ChannelDim, .
         by_key.setdefault(rec.key, {})[rec.dim] = rec
     out = dict(state)
     for key, dims in by_key.items():
+        if key not in out and linear:   # optimizer state: parameters only, no running statistics
+            continue
         if key not in out:
             raise PlanError(f"the plan widens {key!r}, which the state_dict lacks. Hint: was it saved from a "
                             "different model or plan?")
