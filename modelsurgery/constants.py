@@ -32,7 +32,7 @@ LSQ = "lsq"  # the file layer's extra choice: DEFAULT_UPSCALE, then a least-squa
 FC_MODES = ("resize", "gaussian")
 DEFAULT_FC = "resize"
 
-# grow: the new channels of a plan shrunk in width (Liu et al. 2016, §III-C: they prefer N(0, 1/100)
+# grow: the new channels of a plan shrunk in width (Liu et al. 2016, §III-C; §IV-D prefers N(0, 1/100)
 # for its simplicity; Chen et al. 2016's Net2WiderNet replicates channels). See `modelsurgery.width`.
 WIDEN_INITS = ("gaussian", "zeros", "flip", "net2net")
 DEFAULT_WIDEN_INIT = "gaussian"

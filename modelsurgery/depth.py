@@ -1,6 +1,6 @@
 """Depth: drop repeated blocks of each stage, and make new ones that have no effect when growing back.
 
-Liu et al. 2016, §III-E, add layers "initialised to have no effect"; Net2Net's deeper operator
+Liu et al. 2016, §IV-E, add layers "initialised to have no effect"; Net2Net's deeper operator
 (Chen et al. 2016) does the same. A residual block whose last norm scale (or the layer that ends
 its branch) is zero returns its input unchanged: timm's `zero_init_last` trick. A stage is a
 `Sequential` or `ModuleList` of blocks; a block can go when it keeps its input's shape (no stride,
@@ -28,7 +28,7 @@ def _containers(model: nn.Module) -> list[list[tuple[str, nn.Module]]]:
     out = []
     for name, m in model.named_modules():
         kids = [(f"{name}.{k}" if name else k, c) for k, c in m.named_children()]
-        blocks = [(n, c) for n, c in kids if list(c.children()) and any(True for _ in c.parameters())]
+        blocks = [(n, c) for n, c in kids if any(isinstance(x, nn.Conv2d) for x in c.modules()) and list(c.children())]
         listing = isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
         if len(blocks) >= 2 and (listing or len({type(c) for _, c in blocks}) == 1):
             out.append(blocks)

@@ -53,7 +53,7 @@ def grow(state_dict: Mapping[str, torch.Tensor], plan: Plan, *, to: int | None =
     A plan narrowed in width gets its channels back with `widen_init` (`modelsurgery.width`:
     Liu et al. 2016, §III-C's "gaussian", "zeros" and "flip", or Net2Net's "net2net"); a plan
     shortened in depth gets its blocks back with the target's own init and the end of each
-    residual branch zeroed, so that they have no effect (Liu et al. 2016, §III-E).
+    residual branch zeroed, so that they have no effect (Liu et al. 2016, §IV-E).
 
     Args:
         state_dict: the pre-train network's tensors (keys as the target's, shapes as the plan's).

@@ -85,6 +85,7 @@ def narrow(model: nn.Module, width: float, example: torch.Tensor, *, record: boo
     full = {k: v.shape for k, v in model.state_dict().items()}
     tagged = _tag(copy.deepcopy(model).double().eval()) if record else None
     _prune(model, width, example)
+    _check_runs(model, example)
     if tagged is None:
         return []
     _prune(tagged, width, example.double())
@@ -106,6 +107,34 @@ def _prune(net: nn.Module, width: float, example: torch.Tensor) -> None:
     except Exception as err:  # Torch-Pruning raises many kinds; all mean the same to the user
         raise UnsupportedLayerError(f"torch-pruning cannot narrow this model ({first_line(err, 160)}). "
                                     "Hint: pass --width 1 to shrink kernels and depth only") from None
+
+
+def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+    """The narrowed network must still run: a layer that splits channels by fixed sizes (timm's mixed
+    kernel convs) is not among Torch-Pruning's groups, and breaks. The error names the innermost
+    module that was running."""
+    stack: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def enter(m, args) -> None:
+        stack.append(names[m])
+
+    def leave(m, args, out) -> None:
+        stack.pop()
+
+    hooks = [m.register_forward_pre_hook(enter) for m in model.modules()]
+    hooks += [m.register_forward_hook(leave) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(example.to(next(model.parameters()).dtype))
+    except Exception as err:  # any op may reject the narrowed shapes; all mean the same to the user
+        where = f"{stack[-1]} ({type(model.get_submodule(stack[-1])).__name__})" if stack and stack[-1] else "the model"
+        raise UnsupportedLayerError(f"{where} cannot be narrowed: it splits or reshapes its channels in fixed sizes "
+                                    f"that torch-pruning's channel groups do not follow ({first_line(err, 80)}). "
+                                    "Hint: pass --width 1 to shrink kernels and depth only") from None
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def _tag(model: nn.Module) -> nn.Module:
