@@ -25,8 +25,11 @@ it, since every channel then has one copy and the channel mean and variance do n
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import signal
+import threading
 import warnings
 from collections.abc import Mapping
 
@@ -37,8 +40,9 @@ from .constants import DEFAULT_WIDEN_INIT, DEFAULT_WIDEN_STD, WIDEN_INITS
 from .errors import ConversionError, PlanError, UnsupportedLayerError, first_line
 from .plan import ChannelDim
 
-__all__ = ["narrow", "narrow_state", "widen_state", "check_widen", "output_layers"]
+__all__ = ["narrow", "narrow_state", "widen_state", "check_widen", "output_layers", "index_runs"]
 
+PRUNE_LIMIT_S = 240     # Torch-Pruning needs seconds for most models; some graphs never finish
 _BASE = 2.0 ** 21          # a tag holds (row index) * _BASE + (column index), exact in float64
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
@@ -99,14 +103,41 @@ def _prune(net: nn.Module, width: float, example: torch.Tensor) -> None:
         raise UnsupportedLayerError("width shrinking needs torch-pruning. Hint: pip install torch-pruning") from None
     example = example.to(next(net.parameters()).dtype)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _time_limit(PRUNE_LIMIT_S):
             warnings.simplefilter("ignore")
             pruner = tp.pruner.MetaPruner(net, example, importance=_FirstChannels(), pruning_ratio=1.0 - width,
                                           ignored_layers=output_layers(net, example))
             pruner.step()
+    except _TimeUp:
+        raise UnsupportedLayerError(f"torch-pruning did not finish grouping this model's channels in {PRUNE_LIMIT_S} s "
+                                    "(seen with timm's RexNet, whose residual adds cover part of the channels). Hint: pass --width 1 to shrink kernels and depth "
+                                    "only") from None
     except Exception as err:  # Torch-Pruning raises many kinds; all mean the same to the user
         raise UnsupportedLayerError(f"torch-pruning cannot narrow this model ({first_line(err, 160)}). "
                                     "Hint: pass --width 1 to shrink kernels and depth only") from None
+
+
+class _TimeUp(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: int):
+    """Raise `_TimeUp` in the main thread after `seconds` (no limit elsewhere, or without SIGALRM)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _TimeUp
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
@@ -149,7 +180,8 @@ def _tag(model: nn.Module) -> nn.Module:
     return model
 
 
-def _runs(indices: list[int]) -> tuple[tuple[int, int], ...]:
+def index_runs(indices: list[int]) -> tuple[tuple[int, int], ...]:
+    """[0, 1, 2, 5, 6] -> ((0, 3), (5, 7)): indices as (start, stop) runs, in order."""
     runs: list[list[int]] = []
     for i in indices:
         if runs and runs[-1][1] == i:
@@ -174,7 +206,7 @@ def _records(model: nn.Module, tagged: nn.Module, full: Mapping[str, torch.Size]
         for d in changed:
             idx = (flat // _BASE) if d == 0 else (t.reshape(t.shape[0], t.shape[1], -1)[0, :, 0] % _BASE)
             owner = modules.get(key.rsplit(".", 1)[0]) if "." in key else model
-            out.append(ChannelDim(key, d, int(shape[d]), _runs([int(i) for i in idx.tolist()]),
+            out.append(ChannelDim(key, d, int(shape[d]), index_runs([int(i) for i in idx.tolist()]),
                                   _role(owner, key.rsplit(".", 1)[-1], d, t.ndim)))
     return out
 
