@@ -29,7 +29,7 @@ from .policy import parse_kernel_map as _parse_kernel_map
 from .policy import pretrain_input_size as _pretrain_input_size
 from .slimming import check_factor, example_input, narrowed
 from .tracing import trace_covering
-from .width import narrow
+from .width import check_exact, narrow
 
 __all__ = ["plan_shrink", "apply_plan", "shrink"]
 
@@ -70,7 +70,9 @@ def plan_shrink(model: nn.Module, source: ModelSource, *, target_size: int, inpu
             blocks = tuple(drop_plan(model, depth, example))
             drop_blocks(model, blocks)
         if width < 1:
+            full = copy.deepcopy(model)
             channels = tuple(narrow(model, width, example))
+            check_exact(full, model, list(channels), example)
     target, gm = analyze(model, target_size, in_chans)
     warn_skipped(target)
     fc_convs = {f.name for f in target.fcs if f.kind == "conv"}
@@ -223,7 +225,8 @@ def _measure_fc(fc: FCSite, small: Analysis, gm: fx.GraphModule, target: Analysi
         hw = small.convs[fc.name].in_hw
     elif fc.pool is not None:  # scale the fixed pool output with the map entering it
         t_in, s_in = target.pool_in_hw[fc.pool], small.pool_in_hw[fc.pool]
-        hw = tuple(max(1, min(s, round(o * s / t))) for o, s, t in zip(fc.hw, s_in, t_in, strict=False))
+        hw = fc.hw if tuple(s_in) == tuple(t_in) else \
+            tuple(max(1, min(s, round(o * s / t))) for o, s, t in zip(fc.hw, s_in, t_in, strict=False))
     else:
         hw = flatten_source_hw(gm, fc.name)
         if hw is None:

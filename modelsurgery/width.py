@@ -40,7 +40,7 @@ from .constants import DEFAULT_WIDEN_INIT, DEFAULT_WIDEN_STD, WIDEN_INITS
 from .errors import ConversionError, PlanError, UnsupportedLayerError, first_line
 from .plan import ChannelDim
 
-__all__ = ["narrow", "narrow_state", "widen_state", "check_widen", "output_layers", "index_runs"]
+__all__ = ["narrow", "narrow_state", "widen_state", "check_widen", "check_exact", "output_layers", "index_runs"]
 
 PRUNE_LIMIT_S = 240     # Torch-Pruning needs seconds for most models; some graphs never finish
 _BASE = 2.0 ** 21          # a tag holds (row index) * _BASE + (column index), exact in float64
@@ -103,15 +103,15 @@ def _prune(net: nn.Module, width: float, example: torch.Tensor) -> None:
         raise UnsupportedLayerError("width shrinking needs torch-pruning. Hint: pip install torch-pruning") from None
     example = example.to(next(net.parameters()).dtype)
     try:
-        with warnings.catch_warnings(), _time_limit(PRUNE_LIMIT_S):
+        with warnings.catch_warnings(), _time_limit(PRUNE_LIMIT_S), torch.enable_grad():   # DepGraph traces autograd
             warnings.simplefilter("ignore")
             pruner = tp.pruner.MetaPruner(net, example, importance=_FirstChannels(), pruning_ratio=1.0 - width,
                                           ignored_layers=output_layers(net, example))
             pruner.step()
     except _TimeUp:
-        raise UnsupportedLayerError(f"torch-pruning did not finish grouping this model's channels in {PRUNE_LIMIT_S} s "
-                                    "(seen with timm's RexNet, whose residual adds cover part of the channels). Hint: pass --width 1 to shrink kernels and depth "
-                                    "only") from None
+        raise UnsupportedLayerError(f"torch-pruning did not finish grouping this model's channels in {PRUNE_LIMIT_S} "
+                                    "s (seen with timm's RexNet, whose residual adds cover part of the channels). "
+                                    "Hint: pass --width 1 to shrink kernels and depth only") from None
     except Exception as err:  # Torch-Pruning raises many kinds; all mean the same to the user
         raise UnsupportedLayerError(f"torch-pruning cannot narrow this model ({first_line(err, 160)}). "
                                     "Hint: pass --width 1 to shrink kernels and depth only") from None
@@ -219,6 +219,59 @@ def _role(owner: nn.Module | None, leaf: str, dim: int, ndim: int) -> str:
     if isinstance(owner, (nn.Conv2d, nn.Linear, nn.Conv1d)) and leaf == "bias":
         return "bias"
     return "out" if ndim > 1 else "vector"
+
+
+def check_exact(full: nn.Module, narrowed: nn.Module, records: list[ChannelDim], example: torch.Tensor) -> None:
+    """Grow `narrowed` back into `full`'s shapes and check that it computes what `narrowed` does.
+
+    A layer that reshapes its channels into parts (selective-kernel attention's paths, a channel
+    shuffle) runs after Torch-Pruning narrows it, but no longer means what it did; the grown
+    network then differs. Net2Net at width 1/2 is exact through any norm; otherwise Liu's
+    Gaussian init is, where norms are per channel (the check is skipped where they are not).
+
+    Raises:
+        UnsupportedLayerError: naming the first layer whose output differs.
+    """
+    half = all(r.size == 2 * sum(b - a for a, b in r.kept) for r in records)
+    if not half and any(isinstance(m, (nn.LayerNorm, nn.GroupNorm)) for m in full.modules()):
+        return
+    big = copy.deepcopy(full).eval()
+    big.load_state_dict(widen_state(narrowed.state_dict(), tuple(records), init="net2net" if half else "gaussian"))
+    small_out, big_out = _outputs(narrowed.eval(), example), _outputs(big, example)
+    rows = {r.key.rsplit(".", 1)[0]: r for r in records if r.dim == 0 and r.key.endswith(".weight")}
+    for name, a in small_out.items():
+        b = big_out.get(name)
+        if b is None or b.ndim < 2 or a.ndim != b.ndim:
+            continue
+        if a.shape[1] != b.shape[1]:   # compare the kept channels where the layer's own record says which
+            keep = rows[name].indices() if name in rows else []
+            if len(keep) != a.shape[1] or b.shape[1] <= max(keep):
+                continue
+            b = b[:, keep]
+        if a.shape == b.shape and float((a - b).abs().max()) > 1e-4 * (1 + float(a.abs().max())):
+            raise UnsupportedLayerError(f"{name} ({type(narrowed.get_submodule(name)).__name__}) cannot be narrowed: "
+                                        "it rearranges its channels in a way torch-pruning's groups do not follow, so "
+                                        "the narrowed network would not grow back into the same function. Hint: pass "
+                                        "--width 1 to shrink kernels and depth only")
+
+
+def _outputs(model: nn.Module, example: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every named module's output tensor, in the order they ran."""
+    outs: dict[str, torch.Tensor] = {}
+    names = {m: n for n, m in model.named_modules() if n}
+
+    def keep(m, args, out) -> None:
+        if isinstance(out, torch.Tensor) and names[m] not in outs:
+            outs[names[m]] = out.detach().double()
+
+    hooks = [m.register_forward_hook(keep) for m in names]
+    try:
+        with torch.no_grad():
+            model(example.to(next(model.parameters()).dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return outs
 
 
 def narrow_state(state: Mapping[str, torch.Tensor], channels: tuple[ChannelDim, ...]) -> dict[str, torch.Tensor]:

@@ -274,3 +274,22 @@ def test_load_dataset_sources(tmp_path):
                 Image.new("RGB", (20, 24), (i * 90, 30, 200)).save(tmp_path / split / cls / f"{i}.png")
     folder = load_dataset(tmp_path, size=16)
     assert folder.train_images.shape == (4, 3, 16, 16) and folder.num_classes == 2 and folder.in_chans == 3
+
+
+def test_coarse_to_fine_on_any_model_grows_width_depth_and_size(tmp_path):
+    from modelsurgery.nets import FashionResNet
+
+    cfg = c2f.Config(**TINY, out=str(tmp_path), epochs=4, milestones=(3,), stage_epochs=(0, 1, 2),
+                     sizes=(14, 20, 28), model="fashion-resnet18", baseline=True, recalibrate=32)
+    result = c2f.main(cfg)
+    check_outputs(tmp_path, result, ["baseline", "coarse_to_fine"], 4)
+    log = log_of(tmp_path, "coarse_to_fine")
+    assert [r["size"] for r in log] == [14, 20, 28, 28]
+    assert [r["form"] for r in log] == ["pretrain", "pretrain", "target", "target"]
+    run = result["runs"]["coarse_to_fine"]
+    assert run["stage_widths"] == [0.25, 0.5, 1.0] and run["stage_depths"] == [0.5, 1.0, 1.0]
+    state = {k: v for k, v in load_file(tmp_path / "coarse_to_fine" / "last.safetensors").items()
+             if not k.startswith("train_state/")}
+    from modelsurgery.nets import MODELS
+
+    FashionResNet(MODELS["fashion-resnet18"], 4, 1, 10).load_state_dict(state, strict=True)

@@ -262,3 +262,89 @@ def test_blocks_without_residual_path_are_refused():
 
     with pytest.raises(UnsupportedLayerError, match=r"no single layer turns a block into an identity .*blocks\.2"):
         shrink(Plain().eval(), depth=0.5, kernel_map="keep", target_size=16)
+
+
+# ---- coarse-to-fine on any model: stages of width, depth and size ---------------------------------
+
+def test_grow_in_stages_keeps_the_function_at_every_grow():
+    from modelsurgery.methods.growth import GrowInStages
+
+    for init in ("gaussian", "net2net"):
+        g = GrowInStages(Tiny(), sizes=(8, 12, 16), stage_epochs=(0, 1, 2), widths=(0.25, 0.5, 1),
+                         depths=(0.5, 1, 1), widen_init=init, in_chans=3)
+        model = _trained_like(g.model)
+        assert model.stem.weight.shape[0] == C // 4 and isinstance(model.blocks[1], nn.Identity)
+        x = torch.randn(2, 3, 12, 12)
+        for epoch in range(3):
+            with torch.no_grad():
+                before = model.eval()(x)
+            model = g.grow(model, epoch).eval()
+            with torch.no_grad():
+                assert torch.allclose(model(x), before, atol=1e-5 * float(before.abs().max())), (init, epoch)
+        assert g.stage == 2 and g.form == "target"
+        Tiny().load_state_dict(model.state_dict(), strict=True)
+
+
+def test_grow_in_stages_in_the_trainer_carries_momentum():
+    from modelsurgery.methods.growth import GrowInStages
+    from modelsurgery.momentum import momentum_buffers
+
+    g = GrowInStages(Tiny(), sizes=(8, 16), stage_epochs=(0, 1), widths=(0.5, 1), depths=(1, 1),
+                     widen_init="net2net", in_chans=3)
+    small = g.model
+    opt = _stepped(small)
+    state = g.convert({n: b for n, b in momentum_buffers(small, opt).items()}, 0, linear=True)
+    old = momentum_buffers(small, opt)["stem.weight"]
+    assert torch.allclose(state["stem.weight"], torch.cat([old, old]))        # copied like the filters
+    fc = momentum_buffers(small, opt)["fc.weight"]
+    assert torch.allclose(state["fc.weight"], torch.cat([fc, fc], 1) / 2)      # split like the consumers
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(widths=(1, 0.5)), "must not fall"), (dict(depths=(0, 1)), r"in \(0, 1\]"),
+                                     (dict(sizes=(16, 8)), "distinct ascending"),
+                                     (dict(widen_init="copy"), "widen_init must be one of")])
+def test_grow_in_stages_bad_settings(kw, msg):
+    from modelsurgery.errors import MethodError
+    from modelsurgery.methods.growth import GrowInStages
+
+    args = dict(sizes=(8, 16), stage_epochs=(0, 1), widths=(0.5, 1), depths=(1, 1), in_chans=3) | kw
+    with pytest.raises(MethodError, match=msg):
+        GrowInStages(Tiny(), **args)
+
+
+# ---- the CLI: the commands ---------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet50", "torchvision:resnet18"])
+def test_cli_shrink_width_depth_then_grow_loads_strict(tmp_path, model):
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from modelsurgery.cli import cli
+    from modelsurgery.zoo import build
+
+    s, b = tmp_path / "s.safetensors", tmp_path / "b.safetensors"
+    run = CliRunner().invoke(cli, ["shrink", model, "--width", "0.5", "--depth", "0.5", "--out", str(s)])
+    assert run.exit_code == 0, run.output
+    assert "width 0.5:" in run.output and "depth 0.5:" in run.output
+    run = CliRunner().invoke(cli, ["grow", str(s), "--out", str(b)])
+    assert run.exit_code == 0, run.output
+    assert "widened back (gaussian)" in run.output and "back with no effect" in run.output
+    build(model)[0].load_state_dict(load_file(b), strict=True)
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["shrink", "resnet18", "--width", "0", "--out", "x.safetensors"], "--width '0' is not in (0, 1]"),
+    (["shrink", "resnet18", "--depth", "2", "--out", "x.safetensors"], "--depth '2' is not in (0, 1]"),
+    (["shrink", "resnet18", "--width", "half", "--out", "x.safetensors"], "--width 'half' is not in (0, 1]"),
+    (["shrink", "vgg11", "--depth", "0.5", "--out", "x.safetensors"], "VGG has no stage of repeated blocks"),
+])
+def test_cli_bad_factors_exit_1_nothing_written(tmp_path, monkeypatch, args, msg):
+    from click.testing import CliRunner
+
+    from modelsurgery.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    run = CliRunner().invoke(cli, args)
+    assert run.exit_code == 1 and msg in run.output and run.output.count("\n") == 1, run.output
+    assert not list(tmp_path.iterdir())

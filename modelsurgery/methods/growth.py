@@ -128,7 +128,9 @@ class GrowInStages(Method):
     def net(self, stage: int) -> nn.Module:
         """The network of `stage`, with the target's own weights narrowed and shortened."""
         plan = self.plans[stage]
-        return apply_plan(self.target, plan) if plan.channels or plan.blocks else copy.deepcopy(self.target)
+        net = apply_plan(self.target, plan) if plan.channels or plan.blocks else copy.deepcopy(self.target)
+        net._growth_stage = stage   # what `on_epoch_start` reads back after a resume
+        return net
 
     def convert(self, state: dict[str, torch.Tensor], stage: int, *, linear: bool = False) -> dict[str, torch.Tensor]:
         """A state_dict of stage `stage` converted into stage `stage + 1`'s (`linear`: optimizer state)."""
@@ -164,7 +166,7 @@ class GrowInStages(Method):
 
     # ---- the Trainer's hooks ------------------------------------------------------------------
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
-        self.stage = self.sizes.index(trainer.size) if trainer.size in self.sizes else self.stage
+        self.stage = getattr(trainer.model, "_growth_stage", self.stage)   # the model a resume restored
         while self.stage < self.stage_at(epoch):
             stage = self.stage
             grown = self.grow_stage(trainer.model)
