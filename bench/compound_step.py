@@ -1,6 +1,6 @@
 """What a step of a compound pre-train network costs: narrower and shallower as well as smaller.
 
-Liu et al. 2016 (§III-C, §III-E) grow a network in width and depth as well as in resolution. On
+Liu et al. 2016 (§III-C, §IV-E) grow a network in width and depth as well as in resolution. On
 FashionResNet-18 the narrower and shallower networks exist already (`width`, and
 `fashion-resnet10`, one block a stage instead of two), so the step cost of a pre-train network
 that is half as wide, optionally half as deep, with 2×2 kernels at 19 px (kernel rescaling's

@@ -330,6 +330,20 @@ def compound_step(e: dict) -> list[str]:
             *md_table(["width", "full step (ms)", *kinds[1:]], rows)]
 
 
+def grow_compound(e: dict) -> list[str]:
+    d = e["data"]
+    rows = [[f"{kind}", num(s["params"], ".2f"), *(f"{pct(s[k]['mean'], '.2%')} ± {pct(s[k]['std'], '.2%')}"
+                                                   for k in ("pretrain_acc", "grown_acc", "grown_bn_acc"))]
+            for kind, s in d["summary"].items()]
+    return [f"FashionResNet-18 (width {e['settings']['width']}), each pre-train network trained for "
+            f"{e['settings']['pretrain_steps']} steps on Fashion-MNIST, then grown into the full network (pinv "
+            "kernels, Gaussian new channels, new blocks with no effect); test accuracy of the full network right "
+            "after the grow and after BatchNorm recalibration, mean ± std over "
+            f"{e['settings']['seeds']} seeds.", "",
+            *md_table(["pre-train network", "params (of full)", "pre-train acc", "right after the grow", "+ BatchNorm"],
+                      rows)]
+
+
 def wall_check(e: dict) -> list[str]:
     d = e["data"]
     rows = [[f"`{r['name'].split('/')[1]}`", pct(r["acc"], ".2%"), num(r["train_s"], ".0f"), num(r["cost"], ".0f"),
@@ -352,6 +366,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "grow_speed": ("Grow speed", grow_speed),
     "step_ratios": ("Step cost by width", step_ratios),
     "compound_step": ("Step cost of compound pre-train networks", compound_step),
+    "grow_compound": ("Accuracy right after a compound grow", grow_compound),
     "time_to_accuracy": ("Time to accuracy", time_to_accuracy),
     "time_to_accuracy_wallcheck": ("Time to accuracy: wall time against cost", wall_check),
     "grow_loss_jump": ("Loss jump at the grow", grow_loss_jump),

@@ -24,3 +24,22 @@ def test_bad_settings_are_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         compound_step.main(argv)
     assert exit_info.value.code == 2 and "Hint: --widths 16,32" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_grow_compound_smoke_run_keeps_width_and_depth_exact(tmp_path):
+    """bench.grow_compound on the committed subset: width and depth alone grow back with the same accuracy."""
+    import dataclasses
+
+    from bench import grow_compound
+    from bench.grow_fidelity import Config
+
+    cfg = dataclasses.replace(Config(data="fixture"), pretrain_steps=3, test_images=300, calib_images=100, batch=32)
+    out = tmp_path / "grow_compound.json"
+    result = grow_compound.main(cfg, 1, out)
+    rows = {r["kind"]: r for r in result["data"]["rows"]}
+    assert set(rows) == set(grow_compound.KINDS)
+    assert rows["width and depth"]["grown_acc"] == rows["width and depth"]["pretrain_acc"]   # no effect, exactly
+    assert rows["compound"]["params"] < rows["width and depth"]["params"] < rows["kernels"]["params"] < 1
+    text, used = tables.build(tmp_path)
+    assert used == ["grow_compound.json"] and "| width and depth |" in text
