@@ -28,6 +28,7 @@ _LAZY = {
     "shrink": "shrink",
     "apply_plan": "shrink",
     "grow": "grow",
+    "momentum_map": "grow",
     "save": "checkpoint",
     "load": "checkpoint",
     "export_onnx": "export",
@@ -37,8 +38,8 @@ _LAZY = {
 # Functions that share their name with their module.
 _VERBS = ("shrink", "grow")
 
-__all__ = ["__version__", "SurgeryError", "Plan", "resize", "shrink", "apply_plan", "grow", "save", "load",
-           "export_onnx", "low_mode", "LowModeSchedule"]
+__all__ = ["__version__", "SurgeryError", "Plan", "resize", "shrink", "apply_plan", "grow", "momentum_map", "save",
+           "load", "export_onnx", "low_mode", "LowModeSchedule"]
 
 
 class _Package(types.ModuleType):

@@ -49,9 +49,11 @@ from ..errors import MethodError
 from ..momentum import carry_momentum, momentum_buffers
 from .base import Compose, Method
 from .coarse_to_fine import CoarseToFine, check_stages, grow_c2f
+from .growth import GrowInStages, stage_map
 from .kernel_rescaling import KernelRescaling, grow_into
 from .low_mode import LowMode
 from .progressive_resizing import ProgressiveResizing, ramp_size
 
 __all__ = ["Method", "Compose", "MethodError", "KernelRescaling", "LowMode", "ProgressiveResizing", "CoarseToFine",
-           "grow_into", "grow_c2f", "check_stages", "carry_momentum", "momentum_buffers", "ramp_size"]
+           "GrowInStages", "stage_map", "grow_into", "grow_c2f", "check_stages", "carry_momentum", "momentum_buffers",
+           "ramp_size"]
