@@ -20,6 +20,8 @@ accuracy, 1 − t_method / t_baseline(acc) (`bench.frontier`). This benchmark do
   (`recipes/kernel_rescaling.py`); `kernel_rescaling+progressive_resizing` the same with the
   pre-train phase ramped 12 → 19 px; `progressive_resizing` ramps 16 → 28 px, full size in the last
   quarter; `low_mode` runs p = 0.5 (Nouri et al. 2019) and full mode in the last quarter;
+  `compound` is kernel rescaling whose pre-train network is also half as wide and half as deep
+  (Liu et al. 2016, §III-C and §IV-E; grown back with Gaussian new channels and no-effect blocks);
   `coarse_to_fine` (Liu et al. 2016) runs its own `C2FNet` family (8 → 16 → 32 px) against that
   network's own baseline. Then `ABLATIONS`, each method's variants at `--ablation-epochs` 4.
 - cost, the x-axis: each run's steps per kind × the kind's cost relative to a full step (measured
@@ -53,7 +55,7 @@ import sys
 from bench.tta.cost import estimate, run_cost, step_table
 from bench.tta.plan import ABLATIONS, METHODS, QUICK, Settings, Spec, plan_runs, run_config, validate
 from bench.tta.summary import plot
-from bench.tta.sweep import frontier, step_ratios, wall_check
+from bench.tta.sweep import frontier, step_ratios, wall_check, wall_check_plan
 from bench.tta.train import train_one
 from modelsurgery.errors import SurgeryError
 
@@ -61,7 +63,8 @@ from modelsurgery.errors import SurgeryError
 # (`main` calls it); the sweep looks up `train_one`, `step_table` and `plot` in `bench.tta.sweep`,
 # so that is the module to patch.
 __all__ = ["ABLATIONS", "METHODS", "Settings", "Spec", "estimate", "frontier", "main", "parse", "plan_runs", "plot",
-           "run_config", "run_cost", "step_ratios", "step_table", "train_one", "validate", "wall_check"]
+           "run_config", "run_cost", "step_ratios", "step_table", "train_one", "validate", "wall_check",
+           "wall_check_plan"]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -119,9 +122,12 @@ def main(argv=None) -> dict | None:
         if widths is not None:
             return step_ratios(s, widths)
         validate(s)
-        if isinstance(report, str):
+        if isinstance(report, str) and not dry:
             return wall_check(s, report=report.endswith("report"))
-        plan = plan_runs(s)
+        if isinstance(report, str):   # --wall-check --estimate: the wall check's own runs
+            s, plan = wall_check_plan(s)
+        else:
+            plan = plan_runs(s)
         rows, total = estimate(s, plan)
         if dry:
             for name, sec in rows:

@@ -222,7 +222,17 @@ def test_estimate_prints_the_run_list_and_trains_nothing(monkeypatch, capsys):
     assert tta.main(["--estimate"]) is None
     out = capsys.readouterr().out
     assert "resnet/kernel_rescaling/8ep/seed2" in out and "resnet/low_mode[p_low 0.3]/4ep/seed1" in out
-    assert f"{39 + 2 * sum(len(v) for v in tta.ABLATIONS.values())} runs, estimated" in out
+    resnet = len(tta.METHODS) - 1   # coarse-to-fine runs apart: 2 seeds x (its baseline, itself) x 2 budgets
+    runs = 11 + 5 * resnet + 8       # baseline: 4 budgets x 2 seeds + the headline x 3; each method 2 + 3
+    assert f"{runs + 2 * sum(len(v) for v in tta.ABLATIONS.values())} runs, estimated" in out
+    assert "resnet/compound/8ep/seed2" in out
+
+
+def test_estimate_with_wall_check_prints_its_runs_and_trains_nothing(monkeypatch, capsys):
+    monkeypatch.setattr(tta, "wall_check", lambda *a, **k: pytest.fail("--estimate trained"))
+    assert tta.main(["--wall-check", "--estimate"]) is None
+    out = capsys.readouterr().out
+    assert "resnet/baseline/8ep/seed0" in out and f"{len(tta.METHODS)} runs, estimated" in out
 
 
 # ---- the cache -----------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ __all__ = ["FULL_STEP", "RATIOS", "RATIO_KINDS", "estimate", "now", "run_cost", 
 # Step cost relative to a full 28 px step of FashionResNet-18 at width 16, 2-core AMD EPYC (measured
 # interleaved): what --estimate assumes; a run measures its own table. Sizes not listed scale with the pixels.
 RATIOS = {"target 28px": 1.0, "target 24px": 0.75, "target 20px": 0.52, "target 16px": 0.36,
-          "pretrain 19px": 0.38, "low 28px": 0.17, "c2f 32px": 0.28, "c2f 16px": 0.04, "c2f 8px": 0.01}
+          "pretrain 19px": 0.38, "compound 19px": 0.12,   # bench/results/compound_step.json
+          "low 28px": 0.17, "c2f 32px": 0.28, "c2f 16px": 0.04, "c2f 8px": 0.01}
 
 FULL_STEP = {"resnet": "target 28px", "c2f": "c2f 32px"}   # each family's full step: its cost axis's unit
 
@@ -51,8 +52,11 @@ def step_table(s: Settings, kinds: set[str], data) -> dict[str, float]:
     cuda = device.type == "cuda"
     target = build_model("fashion-resnet18", width=s.width, in_chans=data.in_chans, num_classes=data.num_classes)
     small = shrink(target, target_size=28)[0]
+    compound = shrink(target, target_size=28, width=0.5, depth=0.5)[0] if any(k.startswith("compound") for k in kinds) \
+        else None
     c2f = CoarseToFine((8, 16, 32), (0, 1, 2), s.c2f_widths, in_chans=data.in_chans, num_classes=data.num_classes)
-    nets = {"target": target, "pretrain": small, "low": target, **{f"c2f{c2f.sizes[i]}": c2f.net(i) for i in range(3)}}
+    nets = {"target": target, "pretrain": small, "low": target, **{f"c2f{c2f.sizes[i]}": c2f.net(i) for i in range(3)},
+            **({"compound": compound} if compound is not None else {})}
     nets = {k: v.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
             for k, v in nets.items()}
 

@@ -17,13 +17,15 @@ from pathlib import Path
 from bench.common import RESULTS, ROOT
 from modelsurgery.errors import SurgeryError
 
-__all__ = ["ABLATIONS", "CACHE_VERSION", "GOALS", "LOW_CONVS", "METHODS", "NETWORKS", "QUICK", "FrontierError",
+__all__ = ["ABLATIONS", "CACHE_VERSION", "GOALS", "KR_FAMILY", "LOW_CONVS", "METHODS", "NETWORKS", "QUICK",
+           "FrontierError",
            "Settings", "Spec", "branch_epoch", "environment", "epoch_kinds", "full_tail", "low_kind", "method_params",
            "plan_runs", "run_config", "switch_epoch", "validate"]
 
 CACHE_VERSION = 1
 METHODS = ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing",
-           "coarse_to_fine")
+           "compound", "coarse_to_fine")
+KR_FAMILY = ("kernel_rescaling", "kernel_rescaling+progressive_resizing", "compound")   # the methods that grow
 GOALS = {"kernel_rescaling": 0.20, "low_mode": 0.15}   # saving at equal accuracy, headline budget
 # Each method's best shot: variants at the ablation budget (`Settings.ablation_epochs`), each a function of
 # the budget b that overrides the method's default parameters. The defaults' own runs are the reference.
@@ -204,6 +206,7 @@ def method_params(s: Settings, spec: Spec) -> dict:
     defaults = {"baseline": {},
             "kernel_rescaling": dict(kr, switch=sw),
             "kernel_rescaling+progressive_resizing": dict(kr, switch=sw, start=s.krpr_start, multiple=4),
+            "compound": dict(kr, lstsq=0, switch=sw, width=0.5, depth=0.5),
             "progressive_resizing": dict(start=s.pr_start, ramp_end=max(1, b - full_tail(b)), multiple=4),
             "low_mode": dict(p_low=[s.p_low if e < b - full_tail(b) else 0.0 for e in range(b)]),
             "coarse_to_fine": dict(sizes=(8, 16, 32), stage_epochs=(0, max(1, sw // 2), max(1, sw)))}[spec.method]
@@ -250,10 +253,10 @@ def epoch_kinds(s: Settings, spec: Spec, pretrain: int = 19) -> list[tuple[str, 
             return [("c2f 32px", 0.0)] * b
         starts = p["stage_epochs"]
         return [(f"c2f {p['sizes'][max(i for i, st in enumerate(starts) if e >= st)]}px", 0.0) for e in range(b)]
-    if spec.method in ("kernel_rescaling", "kernel_rescaling+progressive_resizing"):
-        sw = p["switch"]
+    if spec.method in KR_FAMILY:
+        sw, form = p["switch"], "compound" if spec.method == "compound" else "pretrain"
         size = (lambda e: ramp_size(e, p["start"], pretrain, 0, sw, 4)) if "start" in p else (lambda e: pretrain)
-        return [(f"pretrain {size(e)}px", 0.0) if e < sw else ("target 28px", 0.0) for e in range(b)]
+        return [(f"{form} {size(e)}px", 0.0) if e < sw else ("target 28px", 0.0) for e in range(b)]
     if spec.method == "progressive_resizing":
         pr = ProgressiveResizing(28, p["start"], regime="gradual", ramp_start=p.get("ramp_start", 0),
                                  ramp_end=p["ramp_end"])

@@ -52,7 +52,8 @@ def build(s: Settings, spec: Spec, data):
                                  multiple=p["multiple"])
         return net, pr, "target", None, schedule
     kr = KernelRescaling(net, target_size=28, switch_epoch=p["switch"], grow_method=p["grow_method"],
-                         lstsq=p["lstsq"], recalibrate=p["recalibrate"], carry_momentum=p["carry_momentum"])
+                         lstsq=p["lstsq"], recalibrate=p["recalibrate"], carry_momentum=p["carry_momentum"],
+                         width=p.get("width", 1.0), depth=p.get("depth", 1.0))
     if p["rewarm"]:
         schedule = Rewarm(schedule, at=p["switch"], epochs=p["rewarm"])
     method = kr

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..calibrate import fit_least_squares, recalibrate_bn
-from ..constants import UPSCALES
-from ..errors import MethodError
+from ..constants import DEFAULT_WIDEN_INIT, UPSCALES, WIDEN_INITS
+from ..errors import FactorError, MethodError
 from ..grow import grow as grow_state_dict
 from ..grow import plan_at
 from ..plan import Plan
@@ -39,7 +39,7 @@ __all__ = ["KernelRescaling", "grow_into"]
 def grow_into(pretrain: nn.Module, plan: Plan, target: nn.Module, *, upscale: str = "pinv",
               calibration: Iterable[torch.Tensor] | None = None,
               fit_images: tuple[torch.Tensor, torch.Tensor] | None = None,
-              method: str | None = None) -> tuple[nn.Module, Plan]:
+              method: str | None = None, **grow_kwargs: Any) -> tuple[nn.Module, Plan]:
     """`pretrain`'s weights grown into a copy of `target`, refined on training images.
 
     Args:
@@ -53,6 +53,8 @@ def grow_into(pretrain: nn.Module, plan: Plan, target: nn.Module, *, upscale: st
             size; every grown kernel is then re-fitted to reproduce its pre-train layer
             (`fit_least_squares`) before the recalibration.
         method: the old name of `upscale` (deprecated).
+        **grow_kwargs: passed to `modelsurgery.grow` (`widen_init`, `widen_std` for a plan shrunk
+            in width; `target` itself provides new blocks' tensors for one shrunk in depth).
 
     Returns:
         (the grown network on `pretrain`'s device and in its training mode, the target plan).
@@ -64,7 +66,8 @@ def grow_into(pretrain: nn.Module, plan: Plan, target: nn.Module, *, upscale: st
     if method is not None:
         warnings.warn("grow_into's method= is deprecated: pass upscale=", DeprecationWarning, stacklevel=2)
         upscale = method
-    state, target_plan = grow_state_dict(pretrain.state_dict(), plan, upscale=upscale)
+    state, target_plan = grow_state_dict({k: v.detach().cpu() for k, v in pretrain.state_dict().items()}, plan,
+                                         upscale=upscale, model=target, **grow_kwargs)
     grown = copy.deepcopy(target).train()
     grown.load_state_dict(state, strict=True)
     grown.to(next(iter(state.values())).device)
@@ -90,6 +93,9 @@ class KernelRescaling(Method):
         carry_momentum: with the Trainer, carry SGD momentum across the grow through the
             weights' linear map (`convert_state`, `carry_momentum`) instead of restarting it
             from zero.
+        width, depth: shrink the pre-train network in channels and blocks too (a compound
+            pre-train network, `modelsurgery.width` and `modelsurgery.depth`); 1 keeps them.
+        widen_init: how the grow brings channels back ("gaussian", "zeros", "flip", "net2net").
 
     Attributes:
         model: the pre-train network, the one to train first.
@@ -109,7 +115,8 @@ class KernelRescaling(Method):
 
     def __init__(self, target: nn.Module, *, target_size: int, switch_epoch: int, pretrain_size: int | None = None,
                  kernel_map: str | None = None, grow_method: str = "pinv", lstsq: int = 0, recalibrate: int = 1024,
-                 carry_momentum: bool = False):
+                 carry_momentum: bool = False, width: float = 1.0, depth: float = 1.0,
+                 widen_init: str = DEFAULT_WIDEN_INIT):
         if not isinstance(target, nn.Module):
             raise MethodError(f"target must be an nn.Module, got {type(target).__name__}. Hint: pass the network "
                               "to train in the end, e.g. modelsurgery.nets.FashionResNet()")
@@ -124,9 +131,16 @@ class KernelRescaling(Method):
         if not isinstance(carry_momentum, bool):
             raise MethodError(f"carry_momentum must be True or False, got {carry_momentum!r}")
         self.carry_momentum = carry_momentum
+        self.widen_init = check_choice("widen_init", widen_init, WIDEN_INITS)
+        if self.lstsq and (width != 1 or depth != 1):
+            raise MethodError("lstsq fits each grown kernel to its pre-train layer, which needs the same channels. "
+                              "Hint: pass lstsq=0 with width or depth below 1")
         self._target = copy.deepcopy(target)
-        self.model, self.plan = shrink(target, target_size=target_size, input_size=pretrain_size,
-                                       kernel_map=kernel_map)
+        try:
+            self.model, self.plan = shrink(target, target_size=target_size, input_size=pretrain_size,
+                                           kernel_map=kernel_map, width=width, depth=depth)
+        except FactorError as err:
+            raise MethodError(str(err)) from None
         self.form, self.target_plan = "pretrain", None
 
     @property
@@ -146,7 +160,7 @@ class KernelRescaling(Method):
         (None: none), `fit_images` the (small, big) images of the least-squares fit (None: off).
         """
         grown, self.target_plan = grow_into(model, self.plan, self._target, upscale=self.grow_method,
-                                            calibration=calibration, fit_images=fit_images)
+                                            calibration=calibration, fit_images=fit_images, widen_init=self.widen_init)
         self.form = "target"
         return grown
 
@@ -156,7 +170,8 @@ class KernelRescaling(Method):
         Example:
             >>> opt = carry_momentum(small, opt, big, new_opt, kr.convert_state)
         """
-        return grow_state_dict(dict(tensors), self.plan, upscale=self.grow_method)[0]
+        return grow_state_dict(dict(tensors), self.plan, upscale=self.grow_method, linear=True, model=self._target,
+                               widen_init=self.widen_init)[0]
 
     # ---- the Trainer's hooks ------------------------------------------------------------------
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
