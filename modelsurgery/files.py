@@ -248,21 +248,17 @@ def _seeded(plan: Plan, seed: int) -> nn.Module:
 
 
 def _pretrain_net(target: nn.Module, plan: Plan, state, ckpt, built: nn.Module | None = None) -> nn.Module:
-    """The pre-train network of `plan` holding `state`, verified key by key and shape by shape.
-
-    `built`: the pre-train network already built from a real target (width and depth need data).
-    """
+    """The pre-train network of `plan` holding `state`, verified key by key and shape by shape
+    (`built`: already built from a real target, as width and depth need)."""
     from .analysis import meta_copy
     from .shrink import apply_plan
 
-    if built is not None:
-        verify_state_dict(state, built.state_dict(), f"{str(ckpt)!r}")
-        warn_nonfinite(state, str(ckpt))
-        built.load_state_dict(with_versions(state, built), strict=True)
-        return built.eval()
-    net = apply_plan(meta_copy(target), plan)  # shapes only: no init to draw and discard
+    net = built if built is not None else apply_plan(meta_copy(target), plan)  # meta: shapes, no init to discard
     verify_state_dict(state, net.state_dict(), f"{str(ckpt)!r}")
     warn_nonfinite(state, str(ckpt))
+    if built is not None:
+        net.load_state_dict(with_versions(state, net), strict=True)
+        return net.eval()
     return _holding(net, state, lambda: apply_plan(target, plan)).eval()
 
 

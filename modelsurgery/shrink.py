@@ -17,6 +17,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .analysis import SIZE_ATTRS, Analysis, analyze, flatten_source_hw, meta_copy, warn_skipped
+from .channel_groups import check_exact, narrow
 from .constants import DEFAULT_EVEN_PADDING, EVEN_PADDINGS
 from .constants import TABLE1 as _TABLE1
 from .deprecation import moved
@@ -29,7 +30,6 @@ from .policy import parse_kernel_map as _parse_kernel_map
 from .policy import pretrain_input_size as _pretrain_input_size
 from .slimming import check_factor, example_input, narrowed
 from .tracing import trace_covering
-from .width import check_exact, narrow
 
 __all__ = ["plan_shrink", "apply_plan", "shrink"]
 

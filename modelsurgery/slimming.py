@@ -12,10 +12,10 @@ import copy
 import torch
 import torch.nn as nn
 
+from .channel_groups import narrow
 from .depth import drop_blocks
 from .errors import FactorError, PlanError
 from .plan import Plan
-from .width import narrow
 
 __all__ = ["check_factor", "example_input", "narrowed"]
 

@@ -31,7 +31,7 @@ LEVELS = [
      ["modelsurgery.plan", "modelsurgery.tracing", "modelsurgery.images"]),
     ("read-only analyses, model zoo, kernel policy, cost, channel groups and blocks",
      ["modelsurgery.analysis", "modelsurgery.trace", "modelsurgery.zoo", "modelsurgery.policy", "modelsurgery.cost",
-      "modelsurgery.nets", "modelsurgery.width", "modelsurgery.depth"]),
+      "modelsurgery.nets", "modelsurgery.width", "modelsurgery.depth", "modelsurgery.channel_groups"]),
     ("passes: shrink, grow, calibration, low mode",
      ["modelsurgery.shrink", "modelsurgery.grow", "modelsurgery.calibrate", "modelsurgery.lowmode",
       "modelsurgery.slimming"]),
