@@ -131,7 +131,8 @@ def _widen(small: torch.Tensor, dims: dict[int, ChannelDim], init: str, std: flo
             raise PlanError(f"{key}: dimension {d} is {small.shape[d]}, the plan kept "
                             f"{sum(b - a for a, b in rec.kept)}. Hint: was it saved from a different plan?")
         shape[d] = rec.size
-    work = small.detach().to(torch.float64 if small.is_floating_point() else small.dtype)
+    # On the CPU in float64 (exact copies and splits), whatever device the tensor (a momentum buffer) is on.
+    work = small.detach().cpu().to(torch.float64 if small.is_floating_point() else small.dtype)
     big = torch.zeros(shape, dtype=work.dtype)
     kept = [torch.tensor(dims[d].indices()) if d in dims else torch.arange(small.shape[d])
             for d in range(min(2, small.ndim))]
@@ -165,7 +166,7 @@ def _widen(small: torch.Tensor, dims: dict[int, ChannelDim], init: str, std: flo
         elif init == "zeros" and not linear:
             draw = _randn((len(old_rows), len(new_cols), *shape[2:]), std, gen)
             big[old_rows.view(-1, 1), new_cols.view(1, -1)] = draw
-    return big.to(small.dtype)
+    return big.to(device=small.device, dtype=small.dtype)
 
 
 def _grid(kept: list[torch.Tensor], ndim: int):
