@@ -105,6 +105,8 @@ class GrowInStages(Method):
                               "from 0. Hint: e.g. 0,2,4")
         self.widths, self.depths = _factors("widths", widths, n), _factors("depths", depths, n)
         self.widen_init = check_choice("widen_init", widen_init, WIDEN_INITS)
+        if isinstance(widen_std, bool) or not isinstance(widen_std, (int, float)) or not widen_std > 0:
+            raise MethodError(f"widen_std must be a positive number, got {widen_std!r}. Hint: Liu et al. use 0.01")
         self.widen_std = float(widen_std)
         self.recalibrate = check_int("recalibrate", recalibrate, 0, "pass a number of images, or 0 for none")
         self.sizes, self.stage_epochs, self.seed = tuple(sizes), tuple(starts), seed
@@ -115,7 +117,7 @@ class GrowInStages(Method):
                                                                                              strict=True))
         self.last = n - 1
         self.stage = 0
-        self.model = self.net(0)
+        self.model = self.net(0).train()
 
     @property
     def form(self) -> str:
