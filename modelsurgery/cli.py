@@ -280,6 +280,9 @@ def format_info(r) -> str:
         lines += [f"model: {plan.source.spec}" + (f" ({kwargs})" if kwargs else ""),
                   f"sizes: input {plan.input_size}px, target {plan.target_size}px, {plan.in_chans} channel(s)",
                   f"convs shrunk: {changed}/{len(plan.convs)}; FC interfaces: {fcs}"]
+        if plan.channels or plan.blocks:
+            lines.append(f"width {plan.width:g} ({len(plan.channels)} tensor dimension(s) narrowed), depth "
+                         f"{plan.depth:g} ({len(plan.blocks)} block(s) dropped)")
     else:
         lines.append("plan: none (shrink --weights, or grow/export with --plan FILE, read it)")
     lines.append(f"tensors: {r.tensors}, {r.parameters:,} parameters (floating-point tensors, buffers included)")

@@ -327,6 +327,8 @@ def test_cli_shrink_width_depth_then_grow_loads_strict(tmp_path, model):
     run = CliRunner().invoke(cli, ["shrink", model, "--width", "0.5", "--depth", "0.5", "--out", str(s)])
     assert run.exit_code == 0, run.output
     assert "width 0.5:" in run.output and "depth 0.5:" in run.output
+    run = CliRunner().invoke(cli, ["info", str(s)])
+    assert run.exit_code == 0 and "width 0.5 (" in run.output and "block(s) dropped)" in run.output, run.output
     run = CliRunner().invoke(cli, ["grow", str(s), "--out", str(b)])
     assert run.exit_code == 0, run.output
     assert "widened back (gaussian)" in run.output and "back with no effect" in run.output
