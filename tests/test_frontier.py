@@ -457,3 +457,28 @@ def test_wall_check_trains_the_headline_back_to_back_and_compares_wall_with_cost
     assert not list((tmp_path / "cache").glob("*.json"))   # the frontier's cache is left alone
     text, _ = __import__("bench.make_readme_table", fromlist=["build"]).build(tmp_path)
     assert "| `kernel_rescaling` | 90.00% | 4 | 3 | 0.0 | 1.200 |" in text
+
+
+def test_reference_table_takes_each_ratio_from_the_quietest_sitting():
+    from bench.tta.sweep import reference_table
+
+    quiet = {"target 28px": 0.4, "pretrain 19px": 0.16}                        # ratio 0.40
+    loud = {"target 28px": 1.0, "pretrain 19px": 0.56, "compound 19px": 0.11}  # 0.56; compound only here
+    results = {"a": {"step_table": loud}, "b": {"step_table": quiet}, "c": {}}
+    table = reference_table(results)
+    assert table == {"target 28px": 0.4, "pretrain 19px": 0.16, "compound 19px": pytest.approx(0.044)}
+    assert reference_table({"a": {"step_table": loud}}, current=quiet)["pretrain 19px"] == 0.16
+    from bench.tta.plan import FrontierError
+
+    with pytest.raises(FrontierError, match="no cached run of this plan carries a step table"):
+        reference_table({"c": {}})
+
+
+def test_compound_pretrain_steps_have_their_own_kind():
+    from bench.tta.plan import Spec
+    from bench.tta.train import steps_by_kind
+
+    history = [{"step": 10, "form": "pretrain", "size": 19}, {"step": 25, "form": "target", "size": 28}]
+    assert steps_by_kind(Spec("resnet", "compound", 2, 0), history) == {"compound 19px": 10, "target 28px": 15}
+    assert steps_by_kind(Spec("resnet", "kernel_rescaling", 2, 0), history) == {"pretrain 19px": 10,
+                                                                                  "target 28px": 15}

@@ -133,13 +133,14 @@ def train_one(s: Settings, spec: Spec, ctx: dict) -> dict:
     return result
 
 def steps_by_kind(spec: Spec, history: list[dict], low_kind: str = "low 28px") -> dict[str, int]:
-    """Iterations per kind of step ("target 28px", "pretrain 19px", "low 28px", "c2f 16px"), from the records."""
+    """Iterations per kind of step ("target 28px", "pretrain 19px", "compound 19px", "low 28px", "c2f 16px")."""
     counts: dict[str, float] = {}
     previous = 0
     for r in history:
         n = r["step"] - previous
         previous = r["step"]
-        kind = f"c2f {r['size']}px" if spec.family == "c2f" else f"{r['form']} {r['size']}px"
+        form = "compound" if spec.method == "compound" and r["form"] == "pretrain" else r["form"]
+        kind = f"c2f {r['size']}px" if spec.family == "c2f" else f"{form} {r['size']}px"
         low = r.get("low_fraction") or 0.0
         counts[kind] = counts.get(kind, 0) + n * (1 - low)
         if low:
