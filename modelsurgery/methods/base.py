@@ -17,10 +17,12 @@ restores, so a resumed run makes exactly the decisions of an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
+from ..calibrate import recalibrate_bn
 from ..errors import MethodError
 
 __all__ = ["Method", "Compose"]
@@ -83,6 +85,17 @@ def _nested(contexts: Sequence[ContextManager]) -> Iterator[None]:
         for context in contexts:
             stack.enter_context(context)
         yield
+
+
+def recalibrate_from_loader(trainer: Any, epoch: int, images: int) -> None:
+    """Re-measure BatchNorm statistics of `trainer.model` on about `images` training images of `epoch`.
+
+    The batches depend on the epoch only, so a resumed run recalibrates as an uninterrupted one.
+    """
+    loader = trainer.train_loader
+    batches = -(-images // loader.batch_size)
+    loader.set_epoch(epoch)
+    recalibrate_bn(trainer.model, (x.to(trainer.device) for x, _ in itertools.islice(loader, batches)))
 
 
 def check_int(name: str, value: Any, minimum: int, hint: str) -> int:

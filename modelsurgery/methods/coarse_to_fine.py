@@ -18,7 +18,6 @@ next width, and training continues on larger images (`grow_c2f`, the functional 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ from ..nets import C2FNet
 from ..resize.channels import widen, widen_norm
 from ..resize.fc import pad_fc_gaussian
 from ..resize.kernels import resize_kernel, upscale_replicate
-from .base import Method, check_int
+from .base import Method, check_int, recalibrate_from_loader
 
 __all__ = ["CoarseToFine", "grow_c2f", "check_stages"]
 
@@ -171,10 +170,7 @@ class CoarseToFine(Method):
             trainer.replace_model(grown, form=self.form)
             trainer.set_input_size(self.sizes[self.stage])
             if self.recalibrate:
-                batches = -(-self.recalibrate // trainer.train_loader.batch_size)
-                trainer.train_loader.set_epoch(epoch)   # batches depend on the epoch only, also after a resume
-                recalibrate_bn(trainer.model, (x.to(trainer.device)
-                                               for x, _ in itertools.islice(trainer.train_loader, batches)))
+                recalibrate_from_loader(trainer, epoch, self.recalibrate)
         if trainer.size != self.sizes[self.stage]:
             trainer.set_input_size(self.sizes[self.stage])
 

@@ -12,7 +12,6 @@ one did; resolution grows through the input size alone, as the network is global
 from __future__ import annotations
 
 import copy
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from ..errors import MethodError
 from ..plan import ChannelDim, ModelSource, Plan
 from ..shrink import apply_plan, plan_shrink
 from ..width import index_runs, widen_state
-from .base import Method, check_choice, check_int
+from .base import Method, check_choice, check_int, recalibrate_from_loader
 
 __all__ = ["GrowInStages", "stage_map"]
 
@@ -176,10 +175,7 @@ class GrowInStages(Method):
                                   convert_momentum=lambda s, stage=stage: self.convert(s, stage, linear=True))
             trainer.set_input_size(self.sizes[self.stage])
             if self.recalibrate:
-                batches = -(-self.recalibrate // trainer.train_loader.batch_size)
-                trainer.train_loader.set_epoch(epoch)
-                recalibrate_bn(trainer.model, (x.to(trainer.device)
-                                               for x, _ in itertools.islice(trainer.train_loader, batches)))
+                recalibrate_from_loader(trainer, epoch, self.recalibrate)
         if trainer.size != self.sizes[self.stage]:
             trainer.set_input_size(self.sizes[self.stage])
 
