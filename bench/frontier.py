@@ -11,6 +11,10 @@ Pure functions, no torch: `bench.time_to_accuracy` trains, this module reads the
   "below": less accurate than the cheapest one).
 - A method's saving at equal accuracy is 1 − t_method / t_baseline(acc) (FFCV-style frontiers;
   Nouri et al. 2019 read time-shifted accuracy curves the same way).
+- Where the baseline saturates, a tenth of a percent of accuracy is worth a third of the cost, so
+  a saving is also read against the baseline moved up and down by its own seed spread
+  (`saving_bounds`): a method wins only if every seed saves even against the better baseline,
+  and loses only if every seed loses even against the worse one.
 
 Example:
     >>> base = [(10.0, 0.80), (20.0, 0.90), (40.0, 0.92)]
@@ -28,7 +32,7 @@ from itertools import pairwise
 from typing import Any
 
 __all__ = ["envelope", "frontier_time", "frontier_acc", "read_frontier", "full_step_equivalents", "point_summary",
-           "method_point", "seed_savings", "verdict", "run_key"]
+           "method_point", "seed_savings", "saving_bounds", "baseline_band", "range_text", "verdict", "run_key"]
 
 Point = tuple[float, float]   # (seconds, accuracy)
 
@@ -161,7 +165,9 @@ def method_point(point: Mapping[str, Any], baseline: Sequence[Mapping[str, Any]]
     """`point` read against the `baseline` points: saving at equal accuracy, gain at equal cost, verdict.
 
     The saving and the gain are read on the cost axis (`cost_mean`); the same readings on
-    training wall time carry the suffix `_wall`. `verdict` weighs the seeds (`seed_savings`).
+    training wall time carry the suffix `_wall`. `saving_range` is the mean point's saving
+    against the baseline moved up and down by its seed spread (`baseline_band`), and
+    `saving_range_by_seed` each seed's; `verdict` weighs them.
 
     Example:
         >>> method_point({"acc_mean": 0.85, "cost_mean": 12.0, "train_s_mean": 12.0},
@@ -182,6 +188,11 @@ def method_point(point: Mapping[str, Any], baseline: Sequence[Mapping[str, Any]]
             out["above_frontier"] = side == "above"
             out["saving_note"] = NOTES.get(side)
             out["saving_by_seed"] = seed_savings(point.get("per_seed", []), frontier)
+            better, worse = baseline_band(baseline)
+            out["saving_range"] = (list(_band_bounds(point["acc_mean"], t, better, worse)) if t is not None
+                                   else [None, None])
+            out["saving_range_by_seed"] = [list(_band_bounds(r["acc"], r.get("cost"), better, worse))
+                                           for r in point.get("per_seed", []) if r.get("cost") is not None]
             out["verdict"] = verdict(out)
     return out
 
@@ -200,13 +211,75 @@ def seed_savings(per_seed: Sequence[Mapping[str, Any]], frontier: Sequence[Point
     return out
 
 
+def baseline_band(baseline: Sequence[Mapping[str, Any]], field: str = "cost_mean") -> tuple[list[Point], list[Point]]:
+    """The baseline frontier's points moved up and down by their accuracy's seed spread: (better, worse).
+
+    Each point moves by its own `acc_std`; a point with one seed so far moves by the mean of the
+    others' (none measured: it stays put).
+
+    Example:
+        >>> baseline_band([{"acc_mean": 0.8, "acc_std": 0.01, "cost_mean": 10.0},
+        ...                {"acc_mean": 0.9, "acc_std": None, "cost_mean": 20.0}])
+        ([(10.0, 0.81), (20.0, 0.91)], [(10.0, 0.79), (20.0, 0.89)])
+    """
+    pts = [b for b in baseline if b.get(field) is not None]
+    spread = _mean([b.get("acc_std") for b in pts]) or 0.0
+    std = [b["acc_std"] if b.get("acc_std") is not None else spread for b in pts]
+    return ([(b[field], round(b["acc_mean"] + d, 6)) for b, d in zip(pts, std, strict=True)],
+            [(b[field], round(b["acc_mean"] - d, 6)) for b, d in zip(pts, std, strict=True)])
+
+
+def saving_bounds(acc: float, cost: float, frontier: Sequence[Point]) -> tuple[float | None, float | None]:
+    """(lowest, highest) saving that `acc` at `cost` can have against `frontier`; None: unbounded that way.
+
+    Inside the frontier both are the saving. Above its best point the baseline needs more than
+    that point's time, so the saving is at least 1 − cost / t_best and has no upper bound; below
+    its cheapest point it needs less than that point's time, so the saving is at most
+    1 − cost / t_cheapest.
+
+    Example:
+        >>> saving_bounds(0.95, 15.0, [(10.0, 0.8), (20.0, 0.9)])   # more accurate, cheaper than 20 s
+        (0.25, None)
+    """
+    t, side = read_frontier(frontier, acc)
+    env = envelope(frontier)
+    if side == "ok":
+        return _round(1 - cost / t, 4), _round(1 - cost / t, 4)
+    if side == "above":
+        return _round(1 - cost / env[-1][0], 4), None
+    if side == "below":
+        return None, _round(1 - cost / env[0][0], 4)
+    return None, None
+
+
+def _band_bounds(acc: float, cost: float, better: Sequence[Point], worse: Sequence[Point]) -> tuple:
+    return saving_bounds(acc, cost, better)[0], saving_bounds(acc, cost, worse)[1]
+
+
+def range_text(point: Mapping[str, Any]) -> str:
+    """The mean point's `saving_range` as text, "−∞"/"+∞" where it is unbounded, "—" where none is read.
+
+    Example:
+        >>> range_text({"saving_range": [-0.031, None]})
+        '-3.1 % to +∞'
+    """
+    lo, hi = point.get("saving_range") or (None, None)
+    if lo is None and hi is None:
+        return "—"
+    return f"{'-∞' if lo is None else f'{100 * lo:+.1f} %'} to {'+∞' if hi is None else f'{100 * hi:+.1f} %'}"
+
+
 def verdict(point: Mapping[str, Any]) -> str:
     """"wins", "loses", "within noise", "one seed only", "above the frontier" or "no reading".
 
     A point more accurate than the best baseline point is "above the frontier": no saving is read
-    from it. Otherwise the seeds' savings decide: all above 0 wins, all below loses, a range that
-    includes 0 is within noise. With fewer than two seeds read there is no range to judge: "one
-    seed only" (the frontier is still being built).
+    from it. Otherwise the seeds decide, each read against the baseline moved by its seed spread
+    (`saving_range_by_seed`: [against the better baseline, against the worse]): every seed saving
+    even against the better baseline wins; every seed losing even against the worse one loses;
+    anything between is within noise, including seeds that split around 0 (`saving_by_seed`).
+    With fewer than two seeds there is no range to judge: "one seed only" (the frontier is still
+    being built). A point less accurate than the cheapest baseline point that still cannot be
+    judged has "no reading".
 
     Example:
         >>> verdict({"above_frontier": False, "saving_at_equal_acc": 0.1, "saving_by_seed": [0.15, -0.02]})
@@ -215,12 +288,16 @@ def verdict(point: Mapping[str, Any]) -> str:
     if point.get("above_frontier"):
         return "above the frontier"
     mean = point.get("saving_at_equal_acc")
-    seeds = [v for v in point.get("saving_by_seed", []) if v is not None]
-    if mean is None:
-        return "no reading"
-    if len(seeds) < 2:
-        return "one seed only"
-    return "wins" if min(seeds) > 0 else "loses" if max(seeds) < 0 else "within noise"
+    ranges = point.get("saving_range_by_seed")
+    if ranges is None:   # a point read before the band: each seed's own saving is its range
+        ranges = [[v, v] for v in point.get("saving_by_seed", []) if v is not None]
+    if len(ranges) < 2:
+        return "no reading" if mean is None else "one seed only"
+    if all(lo is not None and lo > 0 for lo, _ in ranges):
+        return "wins"
+    if all(hi is not None and hi < 0 for _, hi in ranges):
+        return "loses"
+    return "no reading" if mean is None else "within noise"
 
 
 def run_key(config: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from bench.common import RESULTS, ROOT
+from bench.frontier import range_text
 from bench.sections import SECTIONS, acc_text, generic, md_table, num, pct, saving_text
 
 __all__ = ["build", "headline", "load", "splice", "main", "START", "END"]
@@ -135,7 +136,9 @@ def _headline_rows(name: str, tag: str, e: dict) -> list[list[str]]:
         head = [(m, p) for m, pts in d["methods"].items() for p in pts if p["epochs"] == d["headline_epochs"]]
         seeds = sorted({len(p["seeds"]) for _, p in head})
         def reading(p: dict) -> str:
-            return "above the frontier" if p.get("above_frontier") else f"{saving_text(p)} ({p.get('verdict', '—')})"
+            if p.get("above_frontier"):
+                return "above the frontier"
+            return f"{saving_text(p)} ({range_text(p)} with the baseline ± std; {p.get('verdict', '—')})"
 
         readings = "; ".join(f"{m.replace('_', ' ')} {acc_text(p)}: {reading(p)}" for m, p in head)
         return [[f"Time to accuracy at {d['headline_epochs']} epochs (width {width}, "

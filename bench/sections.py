@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench.frontier import range_text
+
 __all__ = ["SECTIONS", "acc_text", "generic", "goal_lines", "md_table", "met", "num", "pct", "saving_text"]
 
 
@@ -219,7 +221,9 @@ def _frontier(e: dict) -> list[str]:
            + "Accuracy against cost, mean ± std over seeds. Cost: each run's steps × their cost relative to a full "
            "step, plus its one-off work (grows, fits, recalibration, resizes), in seconds of a full step measured in "
            "the newest sitting; train: training wall time. Methods are read off their baseline's frontier (monotone "
-           "interpolation, no extrapolation); the verdict weighs each seed's saving. Headline budget: "
+           "interpolation, no extrapolation); the range reads the saving against the baseline moved up and down by "
+           "its seed spread, and the verdict weighs each seed's range: wins when every seed saves even against the "
+           "better baseline, loses when every seed loses even against the worse one. Headline budget: "
            f"{d['headline_epochs']} epochs."
            + (" Smoke run (`--quick`, fixture data): not a measurement." if d.get("quick") else "")
            + ("" if d.get("complete", True) else f" Incomplete: {len(d.get('missing', []))} runs still to train."), ""]
@@ -231,12 +235,13 @@ def _frontier(e: dict) -> list[str]:
             continue
         out += [f"{title}:", "", *md_table(base_head, _baseline_rows(d[key])), ""]
         rows = [[f"`{m}`", str(p["epochs"]), str(len(p["seeds"])), acc_text(p), num(p.get("cost_mean"), ".0f"),
-                 num(p["train_s_mean"], ".0f"), saving_text(p), saving_text(p, "_wall"),
+                 num(p["train_s_mean"], ".0f"), saving_text(p), range_text(p), saving_text(p, "_wall"),
                  pct(p.get("acc_gain_at_equal_cost"), "+.2%"), p.get("verdict", "—")]
                 for m in methods for p in d["methods"][m]]
         if rows:
             out += [*md_table(["method", "epochs", "seeds", "accuracy", "cost (s)", "train (s)", "saving at equal acc",
-                             "saving (wall time)", "acc gain at equal cost", "verdict"], rows), ""]
+                             "with the baseline ± std", "saving (wall time)", "acc gain at equal cost", "verdict"],
+                              rows), ""]
     table = d.get("step_table", {})
     if table.get("relative"):
         out += [f"Step cost relative to a full step ({num(1000 * table['full_step_s'], '.1f')} ms), measured "

@@ -17,6 +17,7 @@ import pytest
 
 from bench import time_to_accuracy as tta
 from bench.frontier import (
+    baseline_band,
     envelope,
     frontier_acc,
     frontier_time,
@@ -25,6 +26,7 @@ from bench.frontier import (
     point_summary,
     read_frontier,
     run_key,
+    saving_bounds,
     seed_savings,
     verdict,
 )
@@ -97,6 +99,73 @@ def test_method_point_below_the_frontier_says_why():
     assert "less accurate than the cheapest baseline point" in p["saving_note"]
     assert p["acc_gain_at_equal_cost"] is None   # 50 s is past the baseline's last point
     assert p["verdict"] == "no reading"
+
+
+def _spread_points(triples):
+    """Baseline points (cost, accuracy mean, accuracy std) with equal cost and wall time."""
+    return [{"acc_mean": a, "acc_std": sd, "cost_mean": t, "train_s_mean": t} for t, a, sd in triples]
+
+
+def test_saving_range_against_the_baselines_seed_spread_by_hand():
+    """Baseline 0.80 ± 0.01 at 10 s, 0.90 ± 0.01 at 20 s, 0.92 (one seed: the others' 0.01) at 40 s.
+
+    Moved up: (10, 0.81), (20, 0.91), (40, 0.93); down: (10, 0.79), (20, 0.89), (40, 0.91). Seed A,
+    0.85 at 12 s: the better baseline needs 14 s (saves 1 − 12/14), the worse 16 s (1 − 12/16). Seed
+    B, 0.86 at 13 s: 15 s and 17 s. Both save even against the better baseline: wins.
+    """
+    base = _spread_points([(10.0, 0.80, 0.01), (20.0, 0.90, 0.01), (40.0, 0.92, None)])
+    better, worse = baseline_band(base)
+    assert better == [(10.0, 0.81), (20.0, 0.91), (40.0, 0.93)] and worse == [(10.0, 0.79), (20.0, 0.89), (40.0, 0.91)]
+    seeds = [{"seed": 0, "acc": 0.85, "cost": 12.0}, {"seed": 1, "acc": 0.86, "cost": 13.0}]
+    p = method_point({"acc_mean": 0.855, "cost_mean": 12.5, "train_s_mean": 12.5, "per_seed": seeds}, base)
+    assert p["saving_range_by_seed"] == [[pytest.approx(1 - 12 / 14, abs=1e-4), pytest.approx(1 - 12 / 16, abs=1e-4)],
+                                         [pytest.approx(1 - 13 / 15, abs=1e-4), pytest.approx(1 - 13 / 17, abs=1e-4)]]
+    # The mean, 0.855 at 12.5 s: 14.5 s against the better baseline, 16.5 s against the worse.
+    assert p["saving_range"] == [pytest.approx(1 - 12.5 / 14.5, abs=1e-4), pytest.approx(1 - 12.5 / 16.5, abs=1e-4)]
+    assert p["verdict"] == "wins"
+
+
+def test_a_saturated_baseline_turns_a_win_into_noise():
+    """Baseline 0.900, 0.905, 0.906 (± 0.002) at 10, 20, 40 s: a tenth of a percent is worth 20 s.
+
+    Seeds 0.9052 at 18 s and 0.9056 at 19 s save 25 % and 41 % against the mean (it needs 24 s and
+    32 s), so each seed alone says "wins"; against the baseline moved up by its spread (0.902, 0.907,
+    0.908) the first needs only 16.4 s and loses: within noise.
+    """
+    base = _spread_points([(10.0, 0.900, 0.002), (20.0, 0.905, 0.002), (40.0, 0.906, 0.002)])
+    seeds = [{"seed": 0, "acc": 0.9052, "cost": 18.0}, {"seed": 1, "acc": 0.9056, "cost": 19.0}]
+    p = method_point({"acc_mean": 0.9054, "cost_mean": 18.5, "train_s_mean": 18.5, "per_seed": seeds}, base)
+    assert p["saving_by_seed"] == [pytest.approx(0.25, abs=1e-4), pytest.approx(1 - 19 / 32, abs=1e-4)]
+    assert p["saving_range_by_seed"][0][0] == pytest.approx(1 - 18 / 16.4, abs=1e-4)
+    assert p["verdict"] == "within noise"
+    # The same seeds against a baseline with no spread measured yet win, as before.
+    flat = [{**b, "acc_std": None} for b in base]
+    assert method_point({**p, "saving_range_by_seed": None}, flat)["verdict"] == "wins"
+
+
+def test_a_point_below_the_cheapest_baseline_and_dearer_loses():
+    """0.70 at 15 s and 0.72 at 14 s, below the baseline's cheapest point (0.80 ± 0.01 at 10 s): the
+    baseline is more accurate for less even moved down by its spread, so the method loses although no
+    saving can be read (at most 1 − 15/10 and 1 − 14/10)."""
+    base = _spread_points([(10.0, 0.80, 0.01), (20.0, 0.90, 0.01)])
+    seeds = [{"seed": 0, "acc": 0.70, "cost": 15.0}, {"seed": 1, "acc": 0.72, "cost": 14.0}]
+    p = method_point({"acc_mean": 0.71, "cost_mean": 14.5, "train_s_mean": 14.5, "per_seed": seeds}, base)
+    assert p["saving_at_equal_acc"] is None and "less accurate" in p["saving_note"]
+    assert p["saving_range_by_seed"] == [[None, pytest.approx(-0.5, abs=1e-4)], [None, pytest.approx(-0.4, abs=1e-4)]]
+    assert p["verdict"] == "loses"
+    # Cheaper than the cheapest baseline point and less accurate: nothing to compare with.
+    cheap = [{"seed": 0, "acc": 0.70, "cost": 5.0}, {"seed": 1, "acc": 0.72, "cost": 6.0}]
+    assert method_point({"acc_mean": 0.71, "cost_mean": 5.5, "train_s_mean": 5.5, "per_seed": cheap},
+                        base)["verdict"] == "no reading"
+
+
+def test_saving_bounds_outside_the_frontier():
+    frontier = [(10.0, 0.80), (20.0, 0.90)]
+    assert saving_bounds(0.85, 12.0, frontier) == (pytest.approx(0.2, abs=1e-4), pytest.approx(0.2, abs=1e-4))
+    assert saving_bounds(0.95, 15.0, frontier) == (pytest.approx(0.25, abs=1e-4), None)   # needs more than 20 s
+    assert saving_bounds(0.95, 30.0, frontier) == (pytest.approx(-0.5, abs=1e-4), None)
+    assert saving_bounds(0.70, 15.0, frontier) == (None, pytest.approx(-0.5, abs=1e-4))  # needs less than 10 s
+    assert saving_bounds(0.70, 15.0, []) == (None, None)
 
 
 def test_full_step_equivalents_by_hand():
@@ -388,12 +457,14 @@ def test_frontier_reading_reports_the_headline_point_and_its_verdict(tmp_path):
                 "saving_at_equal_acc": saving, "above_frontier": False, "verdict": verdict}
 
     data = {"network": {"width": 16}, "headline_epochs": 8, "complete": False, "missing": ["a", "b"],
-            "methods": {"kernel_rescaling": [point(4, 0.91, "loses", -0.05), point(8, 0.9261, "wins", 0.153)]}}
+            "methods": {"kernel_rescaling": [point(4, 0.91, "loses", -0.05),
+                                             {**point(8, 0.9261, "wins", 0.153), "saving_range": [0.081, None]}]}}
     path = tmp_path / "time_to_accuracy.json"
     path.write_text(json.dumps({"machine": {"processor": "AMD EPYC"}, "data": data}))
     text = frontier_reading("kernel_rescaling", path)
     assert "Measured (partial: 2 runs still to train): full Fashion-MNIST, FashionResNet-18 width 16, AMD EPYC" in text
     assert "kernel rescaling at 8 epochs, 3 seeds: 92.61% ± 0.12%; it saves +15.3% of the baseline's cost" in text
+    assert "at that accuracy (+8.1% to +∞ against the baseline ± its seed spread)" in text
     assert "Verdict: wins." in text and str(tmp_path / "time_to_accuracy.png") in text
     assert frontier_reading("low_mode", path) == "time_to_accuracy.json has no measured point of low_mode yet."
     assert frontier_reading("kernel_rescaling", tmp_path / "none.json").startswith("No measured frontier at")

@@ -101,6 +101,14 @@ def finish(out: str | os.PathLike, method: str, config: Any, runs: dict[str, dic
     return results
 
 
+def _spread(bounds: list | None) -> str:
+    """" (x to y against the baseline ± its seed spread)", unbounded ends as ∞; "" where none was read."""
+    if not bounds or bounds == [None, None]:
+        return ""
+    lo, hi = ("-∞" if bounds[0] is None else f"{bounds[0]:+.1%}"), ("+∞" if bounds[1] is None else f"{bounds[1]:+.1%}")
+    return f" ({lo} to {hi} against the baseline ± its seed spread)"
+
+
 def frontier_reading(method: str, path: str | os.PathLike | None = None) -> str:
     """`method`'s measured verdict on the time-to-accuracy frontier, in a few lines for a newcomer.
 
@@ -126,7 +134,7 @@ def frontier_reading(method: str, path: str | os.PathLike | None = None) -> str:
     saving = p.get("saving_at_equal_acc")
     read = ("more accurate than the baseline's best point" if p.get("above_frontier") else
             "no saving can be read" if saving is None else f"it saves {saving:+.1%} of the baseline's cost at that "
-            "accuracy")
+            f"accuracy{_spread(p.get('saving_range'))}")
     done = "" if data.get("complete") else f" (partial: {len(data.get('missing', []))} runs still to train)"
     where = path.parent
     return (f"Measured{done}: full Fashion-MNIST, FashionResNet-18 width {net.get('width', '?')}, "
