@@ -103,8 +103,9 @@ def parse(argv=None) -> tuple[Settings, bool, bool | str, tuple[int, ...] | None
                          "(e.g. 8,16,32,64) and write bench/results/step_ratios.json")
     ap.add_argument("--estimate", action="store_true", help="print the run list and the estimated time; train nothing")
     ap.add_argument("--wall-check", action="store_true",
-                    help="time seed 0's headline runs (the baseline, then each method) back to back from scratch, "
-                         "and compare each one's wall time with its cost; run it on a quiet machine")
+                    help="time the headline's last seed (the baseline, then each method) back to back from "
+                         "scratch, and compare each one's wall time with its cost; run it on a quiet machine. The "
+                         "frontier takes these runs as that seed's instead of training them again")
     ap.add_argument("--report", action="store_true",
                     help="train nothing: summarise the cached runs (on the newest step table they carry) and plot")
     args = vars(ap.parse_args(argv))

@@ -301,7 +301,7 @@ def test_estimate_with_wall_check_prints_its_runs_and_trains_nothing(monkeypatch
     monkeypatch.setattr(tta, "wall_check", lambda *a, **k: pytest.fail("--estimate trained"))
     assert tta.main(["--wall-check", "--estimate"]) is None
     out = capsys.readouterr().out
-    assert "resnet/baseline/8ep/seed0" in out and f"{len(tta.METHODS)} runs, estimated" in out
+    assert "resnet/baseline/8ep/seed2" in out and f"{len(tta.METHODS)} runs, estimated" in out
 
 
 # ---- the cache -----------------------------------------------------------------------------------
@@ -501,7 +501,8 @@ def test_gpu_check_runs_its_scripts_on_the_cpu(tmp_path):
 
 
 def test_wall_check_trains_the_headline_back_to_back_and_compares_wall_with_cost(tmp_path, monkeypatch):
-    """Seed 0 at the headline, baseline first, from scratch; wall/cost by hand: 1.05 and 1.20, worst 0.20 > 0.10."""
+    """The headline's last seed (0 with --quick), baseline first, from scratch; wall/cost by hand: 1.05 and 1.20,
+    worst 0.20 > 0.10."""
     calls: list = []
     _fake_training(monkeypatch, calls)
     slow = {"baseline": 1.05, "kernel_rescaling": 1.20}
@@ -528,6 +529,13 @@ def test_wall_check_trains_the_headline_back_to_back_and_compares_wall_with_cost
     assert not list((tmp_path / "cache").glob("*.json"))   # the frontier's cache is left alone
     text, _ = __import__("bench.make_readme_table", fromlist=["build"]).build(tmp_path)
     assert "| `kernel_rescaling` | 90.00% | 4 | 3 | 0.0 | 1.200 |" in text
+    # The frontier takes the wall check's runs as its last headline seed: same configs, same keys.
+    calls.clear()
+    _fake_training(monkeypatch, calls)
+    frontier = tta.main([a for a in argv if a != "--wall-check"])
+    assert calls and not {"resnet/baseline/3ep/seed0", "resnet/kernel_rescaling/3ep/seed0"} & set(calls)
+    assert frontier["data"]["complete"]
+    assert "resnet/kernel_rescaling/3ep/seed0" in {r["name"] for r in frontier["data"]["runs"].values()}
 
 
 def test_reference_table_takes_each_ratio_from_the_quietest_sitting():

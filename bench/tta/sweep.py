@@ -36,16 +36,22 @@ def step_ratios(s: Settings, widths: tuple[int, ...]) -> dict:
 
 
 def wall_check_plan(s: Settings) -> tuple[Settings, list[Spec]]:
-    """The wall check's settings and runs: seed 0 at the headline, the baseline then each method.
+    """The wall check's settings and runs: the headline's last seed, the baseline then each method.
 
     Each run trains from scratch (no trunk), into its own cache and results file, so that it
-    neither reuses nor disturbs the frontier's runs.
+    neither reuses nor disturbs the frontier's runs. Its runs have the frontier's configs (a
+    branched baseline computes what a run from scratch does), so the frontier takes them as
+    its last headline seed (`cached_runs`) instead of training them again.
     """
     out = Path(s.out).with_name(Path(s.out).stem + "_wallcheck.json")
-    s = dataclasses.replace(s, branch=False, ablations=False, out=str(out), cache=str(out.with_suffix("")) + "_runs",
+    s = dataclasses.replace(s, branch=False, ablations=False, out=str(out), cache=str(_wall_cache(s)),
                             work=str(Path(s.work).with_name(Path(s.work).name + "-wallcheck")))
     methods = [m for m in s.methods if m != "coarse_to_fine"]
-    return s, [Spec("resnet", m, s.headline, 0) for m in ("baseline", *methods)]
+    return s, [Spec("resnet", m, s.headline, s.headline_seeds - 1) for m in ("baseline", *methods)]
+
+
+def _wall_cache(s: Settings) -> Path:
+    return Path(s.out).with_name(Path(s.out).stem + "_wallcheck_runs")
 
 
 def wall_check(s: Settings, report: bool = False) -> dict:
@@ -92,9 +98,15 @@ def frontier(s: Settings, plan: list[Spec], report: bool = False) -> dict:
 
 
 def cached_runs(s: Settings, plan: list[Spec], env: dict) -> dict[Spec, dict]:
-    """The plan's runs already in the cache, by spec."""
-    paths = {sp: Path(s.cache) / f"{run_key(run_config(s, sp, env))}.json" for sp in plan}
-    out = {sp: json.loads(path.read_text()) for sp, path in paths.items() if path.is_file()}
+    """The plan's runs already in the cache (or, for the frontier, in its wall check's), by spec."""
+    wall = Path(s.out).stem.endswith("_wallcheck")
+    folders = [Path(s.cache)] + ([] if wall else [_wall_cache(s)])
+    out = {}
+    for sp in plan:
+        name = f"{run_key(run_config(s, sp, env))}.json"
+        path = next((f / name for f in folders if (f / name).is_file()), None)
+        if path is not None:
+            out[sp] = json.loads(path.read_text())
     for sp, r in out.items():   # the first compound run counted its pre-train steps as kernel rescaling's kind
         if sp.method == "compound" and any(k.startswith("pretrain ") for k in r.get("steps", {})):
             r["steps"] = {k.replace("pretrain ", "compound ", 1): v for k, v in r["steps"].items()}
