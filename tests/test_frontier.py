@@ -525,6 +525,9 @@ def test_wall_check_trains_the_headline_back_to_back_and_compares_wall_with_cost
     assert [r["wall_over_cost"] for r in runs] == [pytest.approx(1.05), pytest.approx(1.20)]
     assert [r["cost"] for r in runs] == [pytest.approx(3.0), pytest.approx(3.0)]   # 30 steps × 0.1 s
     assert result["goals"][0]["value"] == pytest.approx(0.20) and not result["goals"][0]["met"]
+    # Against the baseline: wall 3.6 / 3.15 s, cost 3 / 3 s; 1.20 / 1.05 = 1.143, 14.3 % off.
+    assert [r["relative_wall_over_cost"] for r in runs] == [pytest.approx(1.0), pytest.approx(1.2 / 1.05, abs=1e-4)]
+    assert result["goals"][1]["value"] == pytest.approx(1.2 / 1.05 - 1, abs=1e-4) and not result["goals"][1]["met"]
     assert (tmp_path / "tta_wallcheck.json").is_file() and not (tmp_path / "tta.json").exists()
     assert not list((tmp_path / "cache").glob("*.json"))   # the frontier's cache is left alone
     text, _ = __import__("bench.make_readme_table", fromlist=["build"]).build(tmp_path)
