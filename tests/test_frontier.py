@@ -397,9 +397,18 @@ def test_a_committed_cached_run_is_found_under_its_key():
 
 
 def test_every_committed_cached_run_is_found_under_its_key():
-    """Every cached run, its methods' parameters (the grow's defaults, low mode's p_low) recomputed from settings."""
-    paths = sorted(CACHED.glob("*.json"))
+    """Every cached run, its methods' parameters (the grow's defaults, low mode's p_low) recomputed from settings.
+
+    The wall check's runs too: the frontier takes them as its last headline seed, so each must be
+    a run of the default plan under the key the frontier looks for.
+    """
+    wall = sorted(CACHED.with_name("time_to_accuracy_wallcheck_runs").glob("*.json"))
+    paths = sorted(CACHED.glob("*.json")) + wall
     assert paths
+    plan = set(tta.plan_runs(tta.Settings()))
+    for path in wall:
+        c = json.loads(path.read_text())["config"]
+        assert tta.Spec(c["family"], c["method"], c["epochs"], c["seed"], c.get("variant", "")) in plan, path.name
     for path in paths:
         c = json.loads(path.read_text())["config"]
         s = tta.Settings(width=c["width"], batch_size=c["batch_size"], lr=c["lr"], momentum=c["momentum"],
