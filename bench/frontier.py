@@ -165,9 +165,10 @@ def method_point(point: Mapping[str, Any], baseline: Sequence[Mapping[str, Any]]
     """`point` read against the `baseline` points: saving at equal accuracy, gain at equal cost, verdict.
 
     The saving and the gain are read on the cost axis (`cost_mean`); the same readings on
-    training wall time carry the suffix `_wall`. `saving_range` is the mean point's saving
+    training wall time carry the suffix `_wall`. `saving_range_by_seed` is each seed's saving
     against the baseline moved up and down by its seed spread (`baseline_band`), and
-    `saving_range_by_seed` each seed's; `verdict` weighs them.
+    `saving_range` the smallest range that holds them all (the mean point's, where no seed
+    carries a cost): the verdict is "wins" exactly when it lies above 0 and "loses" when below.
 
     Example:
         >>> method_point({"acc_mean": 0.85, "cost_mean": 12.0, "train_s_mean": 12.0},
@@ -189,10 +190,12 @@ def method_point(point: Mapping[str, Any], baseline: Sequence[Mapping[str, Any]]
             out["saving_note"] = NOTES.get(side)
             out["saving_by_seed"] = seed_savings(point.get("per_seed", []), frontier)
             better, worse = baseline_band(baseline)
-            out["saving_range"] = (list(_band_bounds(point["acc_mean"], t, better, worse)) if t is not None
+            by_seed = [list(_band_bounds(r["acc"], r["cost"], better, worse))
+                       for r in point.get("per_seed", []) if r.get("cost") is not None]
+            out["saving_range_by_seed"] = by_seed
+            out["saving_range"] = (_union(by_seed) if by_seed else
+                                   list(_band_bounds(point["acc_mean"], t, better, worse)) if t is not None
                                    else [None, None])
-            out["saving_range_by_seed"] = [list(_band_bounds(r["acc"], r.get("cost"), better, worse))
-                                           for r in point.get("per_seed", []) if r.get("cost") is not None]
             out["verdict"] = verdict(out)
     return out
 
@@ -256,8 +259,14 @@ def _band_bounds(acc: float, cost: float, better: Sequence[Point], worse: Sequen
     return saving_bounds(acc, cost, better)[0], saving_bounds(acc, cost, worse)[1]
 
 
+def _union(ranges: Sequence[Sequence[float | None]]) -> list[float | None]:
+    """The smallest range holding every seed's (None: unbounded): exactly what `verdict` judges."""
+    los, his = [r[0] for r in ranges], [r[1] for r in ranges]
+    return [None if None in los else min(los), None if None in his else max(his)]
+
+
 def range_text(point: Mapping[str, Any]) -> str:
-    """The mean point's `saving_range` as text, "−∞"/"+∞" where it is unbounded, "—" where none is read.
+    """A point's `saving_range` (over its seeds) as text, "-∞"/"+∞" where unbounded, "—" where none is read.
 
     Example:
         >>> range_text({"saving_range": [-0.031, None]})

@@ -221,9 +221,9 @@ def _frontier(e: dict) -> list[str]:
            + "Accuracy against cost, mean ± std over seeds. Cost: each run's steps × their cost relative to a full "
            "step, plus its one-off work (grows, fits, recalibration, resizes), in seconds of a full step measured in "
            "the newest sitting; train: training wall time. Methods are read off their baseline's frontier (monotone "
-           "interpolation, no extrapolation); the range reads the saving against the baseline moved up and down by "
-           "its seed spread, and the verdict weighs each seed's range: wins when every seed saves even against the "
-           "better baseline, loses when every seed loses even against the worse one. Headline budget: "
+           "interpolation, no extrapolation); the range holds every seed's saving read against the baseline moved up "
+           "and down by its seed spread, and decides the verdict: wins when it lies above 0 (every seed saves even "
+           "against the better baseline), loses when below, within noise when it holds 0. Headline budget: "
            f"{d['headline_epochs']} epochs."
            + (" Smoke run (`--quick`, fixture data): not a measurement." if d.get("quick") else "")
            + ("" if d.get("complete", True) else f" Incomplete: {len(d.get('missing', []))} runs still to train."), ""]

@@ -120,9 +120,12 @@ def test_saving_range_against_the_baselines_seed_spread_by_hand():
     p = method_point({"acc_mean": 0.855, "cost_mean": 12.5, "train_s_mean": 12.5, "per_seed": seeds}, base)
     assert p["saving_range_by_seed"] == [[pytest.approx(1 - 12 / 14, abs=1e-4), pytest.approx(1 - 12 / 16, abs=1e-4)],
                                          [pytest.approx(1 - 13 / 15, abs=1e-4), pytest.approx(1 - 13 / 17, abs=1e-4)]]
-    # The mean, 0.855 at 12.5 s: 14.5 s against the better baseline, 16.5 s against the worse.
-    assert p["saving_range"] == [pytest.approx(1 - 12.5 / 14.5, abs=1e-4), pytest.approx(1 - 12.5 / 16.5, abs=1e-4)]
+    # The range over seeds: from seed B's worst to seed A's best.
+    assert p["saving_range"] == [pytest.approx(1 - 13 / 15, abs=1e-4), pytest.approx(1 - 12 / 16, abs=1e-4)]
     assert p["verdict"] == "wins"
+    # With no seed's cost, the mean point, 0.855 at 12.5 s: 14.5 s against the better baseline, 16.5 s the worse.
+    mean = method_point({"acc_mean": 0.855, "cost_mean": 12.5, "train_s_mean": 12.5}, base)
+    assert mean["saving_range"] == [pytest.approx(1 - 12.5 / 14.5, abs=1e-4), pytest.approx(1 - 12.5 / 16.5, abs=1e-4)]
 
 
 def test_a_saturated_baseline_turns_a_win_into_noise():
@@ -137,6 +140,9 @@ def test_a_saturated_baseline_turns_a_win_into_noise():
     p = method_point({"acc_mean": 0.9054, "cost_mean": 18.5, "train_s_mean": 18.5, "per_seed": seeds}, base)
     assert p["saving_by_seed"] == [pytest.approx(0.25, abs=1e-4), pytest.approx(1 - 19 / 32, abs=1e-4)]
     assert p["saving_range_by_seed"][0][0] == pytest.approx(1 - 18 / 16.4, abs=1e-4)
+    # The second needs 17.2 s there (saves 1 − 19/17.2, the range's low end); against the worse baseline
+    # (0.898, 0.903, 0.904) both are above its best point: the range is open upwards.
+    assert p["saving_range"] == [pytest.approx(1 - 19 / 17.2, abs=1e-4), None]
     assert p["verdict"] == "within noise"
     # The same seeds against a baseline with no spread measured yet win, as before.
     flat = [{**b, "acc_std": None} for b in base]
@@ -152,6 +158,7 @@ def test_a_point_below_the_cheapest_baseline_and_dearer_loses():
     p = method_point({"acc_mean": 0.71, "cost_mean": 14.5, "train_s_mean": 14.5, "per_seed": seeds}, base)
     assert p["saving_at_equal_acc"] is None and "less accurate" in p["saving_note"]
     assert p["saving_range_by_seed"] == [[None, pytest.approx(-0.5, abs=1e-4)], [None, pytest.approx(-0.4, abs=1e-4)]]
+    assert p["saving_range"] == [None, pytest.approx(-0.4, abs=1e-4)]
     assert p["verdict"] == "loses"
     # Cheaper than the cheapest baseline point and less accurate: nothing to compare with.
     cheap = [{"seed": 0, "acc": 0.70, "cost": 5.0}, {"seed": 1, "acc": 0.72, "cost": 6.0}]
