@@ -53,9 +53,9 @@ import argparse
 import sys
 
 from bench.tta.cost import estimate, run_cost, step_table
-from bench.tta.plan import ABLATIONS, METHODS, QUICK, Settings, Spec, plan_runs, run_config, validate
+from bench.tta.plan import ABLATIONS, METHODS, QUICK, Settings, Spec, environment, plan_runs, run_config, validate
 from bench.tta.summary import plot
-from bench.tta.sweep import frontier, step_ratios, wall_check, wall_check_plan
+from bench.tta.sweep import cached_runs, frontier, step_ratios, wall_check, wall_check_plan
 from bench.tta.train import train_one
 from modelsurgery.errors import SurgeryError
 
@@ -131,9 +131,12 @@ def main(argv=None) -> dict | None:
             plan = plan_runs(s)
         rows, total = estimate(s, plan)
         if dry:
+            done = {sp.name for sp in cached_runs(s, plan, environment(s))}
             for name, sec in rows:
-                print(f"  {name:48s} {sec:7.0f} s")
+                print(f"  {name:48s} {sec:7.0f} s" + ("  (cached)" if name in done else ""))
             print(f"{len(plan)} runs, estimated {total:.0f} s ({total / 3600:.2f} h) at {s.epoch_s:g} s per full epoch")
+            _, left = estimate(s, [sp for sp in plan if sp.name not in done])
+            print(f"{len(done)} cached; {len(plan) - len(done)} to train, estimated {left:.0f} s ({left / 3600:.2f} h)")
             return None
         return frontier(s, plan, report)
     except SurgeryError as err:

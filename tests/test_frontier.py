@@ -9,6 +9,7 @@ frontier on the fixture data, end to end (slow).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -302,6 +303,9 @@ def test_estimate_prints_the_run_list_and_trains_nothing(monkeypatch, capsys):
     runs = 11 + 5 * resnet + 8       # baseline: 4 budgets x 2 seeds + the headline x 3; each method 2 + 3
     assert f"{runs + 2 * sum(len(v) for v in tta.ABLATIONS.values())} runs, estimated" in out
     assert "resnet/compound/8ep/seed2" in out
+    # The committed cache: the 2-epoch baseline of seed 0 is there, and the total still to train is printed.
+    assert re.search(r"resnet/baseline/2ep/seed0 +\d+ s  \(cached\)", out)
+    assert re.search(r"\n\d+ cached; \d+ to train, estimated \d+ s \(\d+\.\d\d h\)\n", out)
 
 
 def test_estimate_with_wall_check_prints_its_runs_and_trains_nothing(monkeypatch, capsys):
