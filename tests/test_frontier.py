@@ -561,6 +561,31 @@ def test_wall_check_trains_the_headline_back_to_back_and_compares_wall_with_cost
     assert "resnet/kernel_rescaling/3ep/seed0" in {r["name"] for r in frontier["data"]["runs"].values()}
 
 
+def test_wall_check_reads_its_sitting_on_the_step_tables_at_both_ends(tmp_path, monkeypatch):
+    """Steps measured at 0.1 s before the runs and 0.3 s after: the sitting's step is 0.2 s, so 30 full steps cost
+    6 s (not 3 s), and a run of 6 s wall time has wall / cost 1.0; --report reads the same from the cache."""
+    calls: list = []
+    _fake_training(monkeypatch, calls)
+    tables = iter([0.1, 0.3])
+    monkeypatch.setattr(sweep, "step_table", lambda s, kinds, data: dict.fromkeys(kinds, next(tables)))
+
+    def train_one(s, spec, ctx):
+        return {"key": run_key(tta.run_config(s, spec, ctx["environment"])), "name": spec.name, "acc": 0.9,
+                "train_s": 6.0, "eval_s": 1.0, "steps": {"target 28px": 10 * spec.epochs}, "one_off_s": 0.0,
+                "step_table": ctx["table"], "branched_at": None, "loss_jump": None,
+                "finished": "2026-12-05 00:00:00", "loadavg": None}
+
+    monkeypatch.setattr(sweep, "train_one", train_one)
+    argv = ["--quick", "--wall-check", "--methods", "kernel_rescaling", "--out", str(tmp_path / "tta.json"),
+            "--cache", str(tmp_path / "cache"), "--work", str(tmp_path / "work")]
+    result = tta.main(argv)
+    assert [r["cost"] for r in result["data"]["runs"]] == [pytest.approx(6.0), pytest.approx(6.0)]
+    assert [r["wall_over_cost"] for r in result["data"]["runs"]] == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert result["goals"][0]["met"]
+    again = tta.main(argv + ["--report"])   # trains and measures nothing: the tables come from the cache
+    assert [r["cost"] for r in again["data"]["runs"]] == [pytest.approx(6.0), pytest.approx(6.0)]
+
+
 def test_reference_table_takes_each_ratio_from_the_quietest_sitting():
     from bench.tta.sweep import reference_table
 
