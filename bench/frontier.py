@@ -270,12 +270,12 @@ def range_text(point: Mapping[str, Any]) -> str:
 
     Example:
         >>> range_text({"saving_range": [-0.031, None]})
-        '-3.1 % to +∞'
+        '-3.1% to +∞'
     """
     lo, hi = point.get("saving_range") or (None, None)
     if lo is None and hi is None:
         return "—"
-    return f"{'-∞' if lo is None else f'{100 * lo:+.1f} %'} to {'+∞' if hi is None else f'{100 * hi:+.1f} %'}"
+    return f"{'-∞' if lo is None else f'{100 * lo:+.1f}%'} to {'+∞' if hi is None else f'{100 * hi:+.1f}%'}"
 
 
 def verdict(point: Mapping[str, Any]) -> str:

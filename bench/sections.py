@@ -242,6 +242,16 @@ def _frontier(e: dict) -> list[str]:
             out += [*md_table(["method", "epochs", "seeds", "accuracy", "cost (s)", "train (s)", "saving at equal acc",
                              "with the baseline ± std", "saving (wall time)", "acc gain at equal cost", "verdict"],
                               rows), ""]
+    rows = [[f"`{m}`", name, str(len(p["seeds"])), acc_text(p), num(p.get("cost_mean"), ".0f"), saving_text(p),
+             range_text(p), p.get("verdict", "—")]
+            for m, ab in (d.get("ablations") or {}).items() if ab.get("variants")
+            for name, p in [("default", ab.get("default")), *ab["variants"].items()] if p]
+    if rows:
+        epochs = next(iter(d["ablations"].values()))["epochs"]
+        out += [f"Each method's best shot: variants at {epochs} epochs beside the default (its frontier point), read "
+                "off the same baseline:", "",
+                *md_table(["method", "variant", "seeds", "accuracy", "cost (s)", "saving at equal acc",
+                           "with the baseline ± std", "verdict"], rows), ""]
     table = d.get("step_table", {})
     if table.get("relative"):
         out += [f"Step cost relative to a full step ({num(1000 * table['full_step_s'], '.1f')} ms), measured "

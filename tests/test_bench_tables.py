@@ -150,7 +150,9 @@ def _frontier_envelope() -> dict:
                                     method_point(point(4, [0.905, 0.909, 0.907], 207.5), base)],
                "low_mode": [method_point(point(2, [0.861, 0.866], 110.5), base),
                             method_point(point(4, [0.925, 0.927, 0.926], 203.5), base)]}
-    data = {"baseline": base, "methods": methods, "c2f_baseline": [], "headline_epochs": 4,
+    ablations = {"kernel_rescaling": {"epochs": 2, "default": methods["kernel_rescaling"][0], "variants": {
+        "switch at 1/3": {"params": {"switch": 0.67}, **method_point(point(2, [0.889, 0.884], 118.5), base)}}}}
+    data = {"baseline": base, "methods": methods, "c2f_baseline": [], "headline_epochs": 4, "ablations": ablations,
             "step_table": {"seconds": {"target 28px": 0.2375, "pretrain 19px": 0.1075}, "full_step_s": 0.2375,
                            "relative": {"target 28px": 1.0, "pretrain 19px": 0.4526}},
             "network": {"model": "fashion-resnet18", "width": 16, "batch_size": 256, "description": "conv-bound"},
@@ -170,6 +172,7 @@ def test_frontier_layout_renders_every_point_and_its_reading(tmp_path):
     assert "| `kernel_rescaling` | 4 | 3 | 90.70% ± 0.20% |" in text
     assert "above the frontier" in text                        # low mode at 4 epochs beats the best baseline point
     assert "| 6 | 2 | 92.20% ± 0.14% | 383 | 426 |" in text   # cost 0.9 × 425.5, then the wall time
+    assert re.search(r"\| `kernel_rescaling` \| switch at 1/3 \| 2 \| 88.65% ± 0.35% \| 107 \| [+-]\d+\.\d% \|", text)
     row = tables.headline(tmp_path).splitlines()[2]
     assert "Time to accuracy at 4 epochs (width 16, 3 seeds)" in row and "kernel rescaling 90.70% ± 0.20%: +" in row
     assert "`bench/results/time_to_accuracy.json`" in row
