@@ -187,6 +187,9 @@ def method_point(point: Mapping[str, Any], baseline: Sequence[Mapping[str, Any]]
             else None
         if not suffix:
             out["above_frontier"] = side == "above"
+            # Above the best baseline point the baseline needs more than that point's cost: a lower bound.
+            out["saving_at_least"] = (saving_bounds(point["acc_mean"], t, frontier)[0] if side == "above"
+                                      else out["saving_at_equal_acc"])
             out["saving_note"] = NOTES.get(side)
             out["saving_by_seed"] = seed_savings(point.get("per_seed", []), frontier)
             better, worse = baseline_band(baseline)
