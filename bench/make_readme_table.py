@@ -137,7 +137,8 @@ def _headline_rows(name: str, tag: str, e: dict) -> list[list[str]]:
         seeds = sorted({len(p["seeds"]) for _, p in head})
         def reading(p: dict) -> str:
             if p.get("above_frontier"):
-                return "above the frontier"
+                return (f"above the frontier (saves at least {pct(p.get('saving_at_least'), '+.1%')}; "
+                        f"{range_text(p)} with the baseline ± std)")
             return f"{saving_text(p)} ({range_text(p)} with the baseline ± std; {p.get('verdict', '—')})"
 
         readings = "; ".join(f"{m.replace('_', ' ')} {acc_text(p)}: {reading(p)}" for m, p in head)

@@ -502,7 +502,10 @@ def test_frontier_reading_reports_the_headline_point_and_its_verdict(tmp_path):
 
     data = {"network": {"width": 16}, "headline_epochs": 8, "complete": False, "missing": ["a", "b"],
             "methods": {"kernel_rescaling": [point(4, 0.91, "loses", -0.05),
-                                             {**point(8, 0.9261, "wins", 0.153), "saving_range": [0.081, None]}]}}
+                                             {**point(8, 0.9261, "wins", 0.153), "saving_range": [0.081, None]}],
+                        "progressive_resizing": [{**point(8, 0.9345, "above the frontier", None),
+                                                  "above_frontier": True, "saving_at_least": 0.519,
+                                                  "saving_range": [-0.03, None]}]}}
     path = tmp_path / "time_to_accuracy.json"
     path.write_text(json.dumps({"machine": {"processor": "AMD EPYC"}, "data": data}))
     text = frontier_reading("kernel_rescaling", path)
@@ -510,6 +513,10 @@ def test_frontier_reading_reports_the_headline_point_and_its_verdict(tmp_path):
     assert "kernel rescaling at 8 epochs, 3 seeds: 92.61% ± 0.12%; it saves +15.3% of the baseline's cost" in text
     assert "at that accuracy (+8.1% to +∞ against the baseline ± its seed spread)" in text
     assert "Verdict: wins." in text and str(tmp_path / "time_to_accuracy.png") in text
+    above = frontier_reading("progressive_resizing", path)
+    assert ("93.45% ± 0.12%; more accurate than the baseline's best point: it saves at least +51.9% of the "
+            "baseline's cost (-3.0% to +∞ against the baseline ± its seed spread). Verdict: above the frontier."
+            ) in above
     assert frontier_reading("low_mode", path) == "time_to_accuracy.json has no measured point of low_mode yet."
     assert frontier_reading("kernel_rescaling", tmp_path / "none.json").startswith("No measured frontier at")
 

@@ -132,7 +132,10 @@ def frontier_reading(method: str, path: str | os.PathLike | None = None) -> str:
     net = data.get("network", {})
     acc = f"{p['acc_mean']:.2%}" + (f" ± {p['acc_std']:.2%}" if p.get("acc_std") is not None else "")
     saving = p.get("saving_at_equal_acc")
-    read = ("more accurate than the baseline's best point" if p.get("above_frontier") else
+    least = p.get("saving_at_least")
+    read = (("more accurate than the baseline's best point" + ("" if least is None else
+             f": it saves at least {least:+.1%} of the baseline's cost") + _spread(p.get("saving_range")))
+            if p.get("above_frontier") else
             "no saving can be read" if saving is None else f"it saves {saving:+.1%} of the baseline's cost at that "
             f"accuracy{_spread(p.get('saving_range'))}")
     done = "" if data.get("complete") else f" (partial: {len(data.get('missing', []))} runs still to train)"
