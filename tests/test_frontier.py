@@ -148,7 +148,7 @@ def test_a_saturated_baseline_turns_a_win_into_noise():
     assert p["verdict"] == "within noise"
     # The same seeds against a baseline with no spread measured yet win, as before.
     flat = [{**b, "acc_std": None} for b in base]
-    assert method_point({**p, "saving_range_by_seed": None}, flat)["verdict"] == "wins"
+    assert method_point(p, flat)["verdict"] == "wins"
 
 
 def test_a_point_below_the_cheapest_baseline_and_dearer_loses():
