@@ -132,8 +132,12 @@ def main(argv=None) -> dict | None:
         rows, total = estimate(s, plan)
         if dry:
             done = {sp.name for sp in cached_runs(s, plan, environment(s))}
+            # A trunk trains only for a baseline still to train: one whose baselines are all cached is not needed.
+            needed = {f"{sp.family}/trunk/seed{sp.seed}" for sp in plan if sp.method == "baseline" and sp.name not in done}
             for name, sec in rows:
-                print(f"  {name:48s} {sec:7.0f} s" + ("  (cached)" if name in done else ""))
+                idle = "/trunk/" in name and name.split(" ")[0] not in needed
+                mark = "  (cached)" if name in done else "  (not needed)" if idle else ""
+                print(f"  {name:48s} {sec:7.0f} s{mark}")
             print(f"{len(plan)} runs, estimated {total:.0f} s ({total / 3600:.2f} h) at {s.epoch_s:g} s per full epoch")
             _, left = estimate(s, [sp for sp in plan if sp.name not in done])
             print(f"{len(done)} cached; {len(plan) - len(done)} to train, estimated {left:.0f} s ({left / 3600:.2f} h)")

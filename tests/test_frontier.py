@@ -329,6 +329,8 @@ def test_estimate_prints_the_run_list_and_trains_nothing(monkeypatch, capsys):
     assert "resnet/compound/8ep/seed2" in out
     # The committed cache: the 2-epoch baseline of seed 0 is there, and the total still to train is printed.
     assert re.search(r"resnet/baseline/2ep/seed0 +\d+ s  \(cached\)", out)
+    # Seed 2's one baseline (8 epochs) is the wall check's, cached: its trunk is not listed as still to train.
+    assert re.search(r"resnet/trunk/seed2 to epoch 4 +\d+ s  \(not needed\)", out)
     assert re.search(r"\n\d+ cached; \d+ to train, estimated \d+ s \(\d+\.\d\d h\)\n", out)
 
 
