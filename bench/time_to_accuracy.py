@@ -133,7 +133,8 @@ def main(argv=None) -> dict | None:
         if dry:
             done = {sp.name for sp in cached_runs(s, plan, environment(s))}
             # A trunk trains only for a baseline still to train: one whose baselines are all cached is not needed.
-            needed = {f"{sp.family}/trunk/seed{sp.seed}" for sp in plan if sp.method == "baseline" and sp.name not in done}
+            needed = {f"{sp.family}/trunk/seed{sp.seed}" for sp in plan
+                      if sp.method == "baseline" and sp.name not in done}
             for name, sec in rows:
                 idle = "/trunk/" in name and name.split(" ")[0] not in needed
                 mark = "  (cached)" if name in done else "  (not needed)" if idle else ""
