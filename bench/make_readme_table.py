@@ -144,7 +144,9 @@ def _headline_rows(name: str, tag: str, e: dict) -> list[list[str]]:
         readings = "; ".join(f"{m.replace('_', ' ')} {acc_text(p)}: {reading(p)}" for m, p in head)
         return [[f"Time to accuracy at {d['headline_epochs']} epochs (width {width}, "
                  f"{'–'.join(map(str, seeds))} seed{'s' * (seeds != [1])}), saving at equal accuracy",
-                 readings + ("" if d.get("complete") else " (frontier still being built)"), src]] if head else []
+                 readings + ("" if d.get("complete") else " (ablations still being trained)"
+                             if all("[" in name for name in d.get("missing", [])) else " (frontier still being built)"),
+                 src]] if head else []
     return []
 
 

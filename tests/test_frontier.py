@@ -531,6 +531,10 @@ def test_frontier_reading_reports_the_headline_point_and_its_verdict(tmp_path):
             "baseline's cost (-3.0% to +∞ against the baseline ± its seed spread). Verdict: above the frontier."
             ) in above
     assert frontier_reading("low_mode", path) == "time_to_accuracy.json has no measured point of low_mode yet."
+    data["missing"] = ["resnet/low_mode[p_low 0.3]/4ep/seed1"]   # only ablations left: the frontier itself is done
+    path.write_text(json.dumps({"machine": {"processor": "AMD EPYC"}, "data": data}))
+    assert "Measured (the frontier is complete; 1 ablation run still to train)" in frontier_reading(
+        "kernel_rescaling", path)
     assert frontier_reading("kernel_rescaling", tmp_path / "none.json").startswith("No measured frontier at")
 
 
