@@ -31,8 +31,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
-__all__ = ["envelope", "frontier_time", "frontier_acc", "read_frontier", "full_step_equivalents", "point_summary",
-           "method_point", "seed_savings", "saving_bounds", "baseline_band", "range_text", "verdict", "run_key"]
+__all__ = ["against_default", "envelope", "frontier_time", "frontier_acc", "read_frontier", "full_step_equivalents",
+           "point_summary", "method_point", "seed_savings", "saving_bounds", "baseline_band", "range_text", "verdict",
+           "run_key"]
 
 Point = tuple[float, float]   # (seconds, accuracy)
 
@@ -310,6 +311,48 @@ def verdict(point: Mapping[str, Any]) -> str:
     if all(hi is not None and hi < 0 for _, hi in ranges):
         return "loses"
     return "no reading" if mean is None else "within noise"
+
+
+def against_default(variant: Mapping[str, Any], default: Mapping[str, Any] | None) -> dict[str, Any]:
+    """How an ablation's variant compares with its method's defaults at the same budget.
+
+    On the saving at equal accuracy, seed by seed: "helps" where every seed of the variant saves
+    more than the defaults do on average and every seed of the defaults less than the variant does
+    on average (the two clouds of seeds lie apart), "hurts" the other way round, and otherwise "no
+    clear difference". Where a seed has no saving to read (less accurate than the cheapest baseline
+    point, or more than the best), the same on accuracy, counted only for a variant that costs no
+    more (helps) or no less (hurts) than the defaults.
+
+    Example:
+        >>> against_default({"saving_by_seed": [0.25, 0.21], "saving_at_equal_acc": 0.23},
+        ...                 {"saving_by_seed": [0.14, 0.20], "saving_at_equal_acc": 0.17})
+        {'saving_diff': 0.06, 'acc_diff': None, 'reading': 'helps'}
+    """
+    if not default:
+        return {"saving_diff": None, "acc_diff": None, "reading": "no default to compare"}
+
+    def apart(v: list[float], d: list[float]) -> str:
+        if min(v) > statistics.fmean(d) and max(d) < statistics.fmean(v):
+            return "helps"
+        if max(v) < statistics.fmean(d) and min(d) > statistics.fmean(v):
+            return "hurts"
+        return "no clear difference"
+
+    sv, sd = variant.get("saving_by_seed") or [], default.get("saving_by_seed") or []
+    if sv and sd and None not in sv and None not in sd:
+        diff = variant["saving_at_equal_acc"] - default["saving_at_equal_acc"]
+        return {"saving_diff": _round(diff, 4), "acc_diff": None, "reading": apart(sv, sd)}
+    av = [r["acc"] for r in variant.get("per_seed", [])]
+    ad = [r["acc"] for r in default.get("per_seed", [])]
+    if not av or not ad:
+        return {"saving_diff": None, "acc_diff": None, "reading": "no reading"}
+    reading = apart(av, ad)
+    cost_v, cost_d = variant.get("cost_mean"), default.get("cost_mean")
+    if cost_v is None or cost_d is None or (reading == "helps" and cost_v > cost_d) or \
+            (reading == "hurts" and cost_v < cost_d):
+        reading = "no clear difference"
+    return {"saving_diff": None, "acc_diff": _round(statistics.fmean(av) - statistics.fmean(ad), 5),
+            "reading": reading}
 
 
 def run_key(config: Mapping[str, Any]) -> str:

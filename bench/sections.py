@@ -243,7 +243,7 @@ def _frontier(e: dict) -> list[str]:
                              "with the baseline ± std", "saving (wall time)", "acc gain at equal cost", "verdict"],
                               rows), ""]
     rows = [[f"`{m}`", name, str(len(p["seeds"])), acc_text(p), num(p.get("cost_mean"), ".0f"), saving_text(p),
-             range_text(p), p.get("verdict", "—")]
+             range_text(p), p.get("verdict", "—"), _against_default(p.get("against_default"))]
             for m, ab in (d.get("ablations") or {}).items() if ab.get("variants")
             for name, p in [("default", ab.get("default")), *ab["variants"].items()] if p]
     if rows:
@@ -251,13 +251,22 @@ def _frontier(e: dict) -> list[str]:
         out += [f"Each method's best shot: variants at {epochs} epochs beside the default (its frontier point), read "
                 "off the same baseline:", "",
                 *md_table(["method", "variant", "seeds", "accuracy", "cost (s)", "saving at equal acc",
-                           "with the baseline ± std", "verdict"], rows), ""]
+                           "with the baseline ± std", "verdict", "against the default"], rows), ""]
     table = d.get("step_table", {})
     if table.get("relative"):
         out += [f"Step cost relative to a full step ({num(1000 * table['full_step_s'], '.1f')} ms), measured "
                 "interleaved: " + ", ".join(f"{k} {num(v, '.2f')}" for k, v in table["relative"].items()) + ".", ""]
     return [*out, *goal_lines(e, lambda _, v: "not read" if v is None else pct(v, "+.1%") if isinstance(v, float)
                           else str(v))]
+
+
+def _against_default(a: dict | None) -> str:
+    """A variant against its method's defaults (`bench.frontier.against_default`): the reading and its difference."""
+    if not a:
+        return ""
+    diff = (f" ({pct(a['saving_diff'], '+.1%')} saving)" if a.get("saving_diff") is not None else
+            f" ({pct(a['acc_diff'], '+.2%')} accuracy)" if a.get("acc_diff") is not None else "")
+    return a["reading"] + diff
 
 
 def grow_loss_jump(e: dict) -> list[str]:

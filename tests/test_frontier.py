@@ -211,6 +211,31 @@ def test_goals_need_every_seed_to_save_the_threshold_against_the_better_baseline
     assert not read(head(0.2, 0.1, "wins", saving=0.2, above=False), pr_on)[name]["met"]
 
 
+def test_a_variant_against_its_default_by_hand():
+    """Savings 25 / 21 % against 14 / 20 %: every variant seed above the default's mean (17 %), every default
+    seed below the variant's (23 %): helps, by 6 points. 25 / 15 % against 14 / 20 %: 15 < 17, no clear
+    difference. 10 / 12 % against 14 / 20 %: hurts. Where a seed has no saving (below the cheapest baseline
+    point) accuracy decides, but only for a variant no dearer (helps) or no cheaper (hurts)."""
+    from bench.frontier import against_default
+
+    def p(savings, accs=(0.9, 0.9), cost=100.0):
+        return {"saving_by_seed": list(savings), "saving_at_equal_acc": None if None in savings else
+                sum(savings) / len(savings), "per_seed": [{"acc": a} for a in accs], "cost_mean": cost}
+
+    default = p([0.14, 0.20])
+    assert against_default(p([0.25, 0.21]), default) == {"saving_diff": 0.06, "acc_diff": None, "reading": "helps"}
+    assert against_default(p([0.25, 0.15]), default)["reading"] == "no clear difference"
+    hurts = against_default(p([0.10, 0.12]), default)
+    assert hurts["reading"] == "hurts" and hurts["saving_diff"] == pytest.approx(-0.06)
+    low = p([None, None], accs=(0.902, 0.900))
+    better, dearer = p([None, None], accs=(0.905, 0.907)), p([None, None], accs=(0.905, 0.907), cost=120.0)
+    assert against_default(better, low) == {"saving_diff": None, "acc_diff": pytest.approx(0.005), "reading": "helps"}
+    assert against_default(dearer, low)["reading"] == "no clear difference"
+    assert against_default(low, dearer)["reading"] == "no clear difference"   # less accurate, but cheaper
+    assert against_default(p([None, None], accs=(0.902, 0.900), cost=120.0), better)["reading"] == "hurts"
+    assert against_default(better, None)["reading"] == "no default to compare"
+
+
 def test_full_step_equivalents_by_hand():
     """400 full steps, 600 pre-train steps at 0.4 and 300 low-mode steps at 0.2 make 400 + 240 + 60 = 700.
 

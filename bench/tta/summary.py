@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from bench.common import goal
-from bench.frontier import method_point, point_summary, range_text
+from bench.frontier import against_default, method_point, point_summary, range_text
 from bench.tta.cost import FULL_STEP, run_cost
 from bench.tta.plan import ABLATIONS, GOALS, NETWORKS, Settings, Spec
 
@@ -37,6 +37,8 @@ def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: d
         variants = {v: {"params": f(s.ablation_epochs), **method_point(pts[0], baseline)}
                     for v, f in ABLATIONS[m].items() if (pts := points("resnet", m, v))}
         default = next((p for p in methods[m] if p["epochs"] == s.ablation_epochs), None)
+        for v in variants.values():
+            v["against_default"] = against_default(v, default)
         ablations[m] = {"epochs": s.ablation_epochs, "default": default, "variants": variants}
     runs = {results[sp]["key"]: {"name": sp.name, "acc": results[sp]["acc"], "train_s": results[sp]["train_s"],
                                  "eval_s": results[sp]["eval_s"], "one_off_s": results[sp].get("one_off_s"),
@@ -172,5 +174,6 @@ def reading(data: dict) -> str:
         for v, p in ab["variants"].items():
             lines.append(f"{m + ' [' + v + ']':40.40s} {p['epochs']:3d} {_acc(p):>16s} {_cost(p):>7s} "
                          f"{p['train_s_mean']:6.1f}s {_signed_pct(p['saving_at_equal_acc']):>8s} "
-                         f"{range_text(p):>24s}  {p['verdict']}")
+                         f"{range_text(p):>24s}  {p['verdict']}; against the default: "
+                         f"{p.get('against_default', {}).get('reading', '—')}")
     return "\n".join(lines)
