@@ -164,8 +164,9 @@ def reading(data: dict) -> str:
     """The frontier as text: the baseline's points, then each method's reading and verdict."""
     lines = [f"{'':40s} {'ep':>3s} {'accuracy':>16s} {'cost':>7s} {'wall':>7s} {'saving':>8s} "
              f"{'with the baseline ± std':>24s}  verdict"]
-    for p in data["baseline"]:
-        lines.append(f"{'baseline':40s} {p['epochs']:3d} {_acc(p):>16s} {_cost(p):>7s} {p['train_s_mean']:6.1f}s")
+    for name, key in (("baseline", "baseline"), ("c2f baseline (coarse_to_fine's own)", "c2f_baseline")):
+        for p in data.get(key, []):
+            lines.append(f"{name:40s} {p['epochs']:3d} {_acc(p):>16s} {_cost(p):>7s} {p['train_s_mean']:6.1f}s")
     for m, pts in data["methods"].items():
         for p in pts:
             lines.append(f"{m:40s} {p['epochs']:3d} {_acc(p):>16s} {_cost(p):>7s} {p['train_s_mean']:6.1f}s "
