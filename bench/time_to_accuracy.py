@@ -83,7 +83,8 @@ def parse(argv=None) -> tuple[Settings, bool, bool | str, tuple[int, ...] | None
     ap.add_argument("--baseline", type=_ints, default=d.baseline, help="the baseline's epoch budgets")
     ap.add_argument("--budgets", type=_ints, default=d.budgets,
                     help="the methods' budgets; the largest is the headline")
-    ap.add_argument("--c2f-budgets", type=_ints, default=d.c2f_budgets, help="coarse-to-fine's and its baseline's")
+    ap.add_argument("--c2f-budgets", type=_ints, default=d.c2f_budgets, help="coarse-to-fine's budgets")
+    ap.add_argument("--c2f-baseline", type=_ints, default=d.c2f_baseline, help="its own baseline's budgets")
     ap.add_argument("--methods", type=lambda t: tuple(t.split(",")), default=d.methods, help=",".join(METHODS))
     for name, kind in (("seeds", int), ("headline_seeds", int), ("width", int), ("batch_size", int), ("lr", float),
                        ("decay", float), ("switch_fraction", float), ("max_batches", int), ("speed_steps", int),

@@ -306,7 +306,8 @@ def test_default_plan_has_the_seeds_budgets_and_families_asked_for():
     assert seeds("resnet", "baseline", 8) == [0, 1, 2] and seeds("resnet", "baseline", 12) == [0, 1]
     for m in ("kernel_rescaling", "low_mode", "progressive_resizing", "kernel_rescaling+progressive_resizing"):
         assert seeds("resnet", m, 4) == [0, 1] and seeds("resnet", m, 8) == [0, 1, 2]
-    assert seeds("c2f", "coarse_to_fine", 2) == seeds("c2f", "baseline", 4) == [0, 1]
+    assert seeds("c2f", "coarse_to_fine", 2) == seeds("c2f", "baseline", 4) == seeds("c2f", "baseline", 1) == [0, 1]
+    assert not seeds("c2f", "coarse_to_fine", 1)
     # Seed by seed: all of seed 0 (its baselines, then its methods) before anything of seed 1.
     main = [p for p in plan if p.family == "resnet" and not p.variant]
     assert max(i for i, p in enumerate(main) if p.seed == 0) < min(i for i, p in enumerate(main) if p.seed == 1)
@@ -359,8 +360,8 @@ def test_estimate_prints_the_run_list_and_trains_nothing(monkeypatch, capsys):
     assert tta.main(["--estimate"]) is None
     out = capsys.readouterr().out
     assert "resnet/kernel_rescaling/8ep/seed2" in out and "resnet/low_mode[p_low 0.3]/4ep/seed1" in out
-    resnet = len(tta.METHODS) - 1   # coarse-to-fine runs apart: 2 seeds x (its baseline, itself) x 2 budgets
-    runs = 11 + 5 * resnet + 8       # baseline: 4 budgets x 2 seeds + the headline x 3; each method 2 + 3
+    resnet = len(tta.METHODS) - 1   # coarse-to-fine runs apart: 2 seeds x (its baseline at 3 budgets, itself at 2)
+    runs = 11 + 5 * resnet + 10      # baseline: 4 budgets x 2 seeds + the headline x 3; each method 2 + 3
     assert f"{runs + 2 * sum(len(v) for v in tta.ABLATIONS.values())} runs, estimated" in out
     assert "resnet/compound/8ep/seed2" in out
     # The committed cache: the 2-epoch baseline of seed 0 is there, and the total still to train is printed.
@@ -507,7 +508,7 @@ def test_quick_frontier_runs_end_to_end(tmp_path):
     assert data["headline_epochs"] == 3 and data["complete"]
     assert set(data["methods"]) == set(tta.METHODS)
     assert [p["epochs"] for p in data["baseline"]] == [1, 2, 4]
-    assert [p["epochs"] for p in data["c2f_baseline"]] == [2, 4]
+    assert [p["epochs"] for p in data["c2f_baseline"]] == [1, 2, 4]
     for points in data["methods"].values():
         for p in points:
             assert {"epochs", "seeds", "acc_mean", "acc_std", "train_s_mean", "eval_s_mean", "cost_mean",

@@ -74,6 +74,7 @@ class Settings:
     baseline: tuple[int, ...] = (2, 4, 6, 8, 12)
     budgets: tuple[int, ...] = (4, 8)
     c2f_budgets: tuple[int, ...] = (2, 4)
+    c2f_baseline: tuple[int, ...] = (1, 2, 4)   # from 1 epoch: coarse-to-fine at 2 costs what the baseline's 1 does
     methods: tuple[str, ...] = METHODS
     seeds: int = 2
     headline_seeds: int = 3
@@ -101,8 +102,8 @@ class Settings:
 
 
 QUICK = dict(data="fixture", width=4, batch_size=64, max_batches=3, baseline=(1, 2, 4), budgets=(2, 3),
-             ablation_epochs=2, c2f_budgets=(2, 4), seeds=1, headline_seeds=1, c2f_widths=(4, 8, 16), speed_steps=1,
-             threads=1,
+             ablation_epochs=2, c2f_budgets=(2, 4), c2f_baseline=(1, 2, 4), seeds=1, headline_seeds=1,
+             c2f_widths=(4, 8, 16), speed_steps=1, threads=1,
              out=str(ROOT / "runs" / "time_to_accuracy-quick" / "time_to_accuracy.json"),
              cache=str(ROOT / "runs" / "time_to_accuracy-quick" / "cache"),
              work=str(ROOT / "runs" / "time_to_accuracy-quick" / "work"))
@@ -125,7 +126,7 @@ class Spec:
 
 def validate(s: Settings) -> None:
     """Raise FrontierError for settings that make no frontier, before anything trains."""
-    for name in ("baseline", "budgets") + (("c2f_budgets",) if "coarse_to_fine" in s.methods else ()):
+    for name in ("baseline", "budgets") + (("c2f_budgets", "c2f_baseline") if "coarse_to_fine" in s.methods else ()):
         b = list(getattr(s, name))
         if not b or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in b) or b != sorted(set(b)):
             raise FrontierError(f"--{name.replace('_', '-')} {','.join(map(str, b)) or '(empty)'} must be ascending "
@@ -178,7 +179,8 @@ def plan_runs(s: Settings) -> list[Spec]:
         runs += [Spec("resnet", m, b, k) for b in sorted(s.budgets, reverse=True) for m in resnet if has(k, b)]
     if "coarse_to_fine" in s.methods:
         for k in range(s.seeds):
-            runs += [Spec("c2f", m, b, k) for m in ("baseline", "coarse_to_fine") for b in s.c2f_budgets]
+            runs += [Spec("c2f", "baseline", b, k) for b in s.c2f_baseline]
+            runs += [Spec("c2f", "coarse_to_fine", b, k) for b in s.c2f_budgets]
     if s.ablations:   # each method's best shot, after the frontier itself
         for k in range(s.seeds):
             runs += [Spec("resnet", m, s.ablation_epochs, k, v) for m in resnet for v in ABLATIONS.get(m, {})]
