@@ -470,6 +470,19 @@ def test_a_committed_cached_run_is_found_under_its_key():
     assert run_key(config) == "4ed689105f1bec03" == cached["key"]
 
 
+def test_the_wall_checks_runs_are_found_beside_the_cache_wherever_the_summary_goes(tmp_path):
+    """The frontier takes the wall check's runs as its last headline seed: found from --cache, not --out."""
+    from bench.tta.sweep import cached_runs
+
+    path = next(CACHED.with_name("time_to_accuracy_wallcheck_runs").glob("*.json"))
+    c = json.loads(path.read_text())["config"]
+    spec = tta.Spec(c["family"], c["method"], c["epochs"], c["seed"], c.get("variant", ""))
+    env = {k: c[k] for k in ENVIRONMENT}
+    for out in (tta.Settings().out, str(tmp_path / "elsewhere.json")):
+        assert spec in cached_runs(tta.Settings(out=out), [spec], env), out
+    assert not cached_runs(tta.Settings(cache=str(tmp_path / "time_to_accuracy_runs")), [spec], env)
+
+
 def test_every_committed_cached_run_is_found_under_its_key():
     """Every cached run, its methods' parameters (the grow's defaults, low mode's p_low) recomputed from settings.
 

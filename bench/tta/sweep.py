@@ -51,7 +51,13 @@ def wall_check_plan(s: Settings) -> tuple[Settings, list[Spec]]:
 
 
 def _wall_cache(s: Settings) -> Path:
-    return Path(s.out).with_name(Path(s.out).stem + "_wallcheck_runs")
+    """The wall check's cached runs, beside the frontier's (`time_to_accuracy_runs` → `..._wallcheck_runs`).
+
+    Found from the cache folder, not from --out: a frontier written elsewhere still takes them.
+    """
+    cache = Path(s.cache)
+    name = cache.name[:-len("_runs")] + "_wallcheck_runs" if cache.name.endswith("_runs") else cache.name + "-wallcheck"
+    return cache.with_name(name)
 
 
 def wall_check(s: Settings, report: bool = False) -> dict:
