@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
@@ -316,43 +317,39 @@ def verdict(point: Mapping[str, Any]) -> str:
 def against_default(variant: Mapping[str, Any], default: Mapping[str, Any] | None) -> dict[str, Any]:
     """How an ablation's variant compares with its method's defaults at the same budget.
 
-    On the saving at equal accuracy, seed by seed: "helps" where every seed of the variant saves
-    more than the defaults do on average and every seed of the defaults less than the variant does
-    on average (the two clouds of seeds lie apart), "hurts" the other way round, and otherwise "no
-    clear difference". Where a seed has no saving to read (less accurate than the cheapest baseline
-    point, or more than the best), the same on accuracy, counted only for a variant that costs no
-    more (helps) or no less (hurts) than the defaults.
+    Seed by seed, on the saving at equal accuracy: "helps" where every seed of the variant saves
+    more than every seed of the defaults, "hurts" where every one saves less, and otherwise "no
+    clear difference"; with fewer than two seeds on either side, "one seed only". A seed whose
+    saving cannot be read (less accurate than the cheapest baseline point, or more than the best)
+    counts as the range it is known to lie in (`saving_range_by_seed`, open-ended). Beside the
+    reading: the difference of the mean savings (where both can be read) and of the mean accuracies.
 
     Example:
-        >>> against_default({"saving_by_seed": [0.25, 0.21], "saving_at_equal_acc": 0.23},
-        ...                 {"saving_by_seed": [0.14, 0.20], "saving_at_equal_acc": 0.17})
-        {'saving_diff': 0.06, 'acc_diff': None, 'reading': 'helps'}
+        >>> against_default({"saving_by_seed": [0.25, 0.21], "saving_at_equal_acc": 0.23, "acc_mean": 0.925},
+        ...                 {"saving_by_seed": [0.14, 0.20], "saving_at_equal_acc": 0.17, "acc_mean": 0.92})
+        {'saving_diff': 0.06, 'acc_diff': 0.005, 'reading': 'helps'}
     """
     if not default:
         return {"saving_diff": None, "acc_diff": None, "reading": "no default to compare"}
 
-    def apart(v: list[float], d: list[float]) -> str:
-        if min(v) > statistics.fmean(d) and max(d) < statistics.fmean(v):
-            return "helps"
-        if max(v) < statistics.fmean(d) and min(d) > statistics.fmean(v):
-            return "hurts"
-        return "no clear difference"
+    def ranges(p: Mapping[str, Any]) -> list[tuple[float, float]]:
+        bounds = p.get("saving_range_by_seed") or [[None, None]] * len(p.get("saving_by_seed") or [])
+        return [(v, v) if v is not None else (-math.inf if lo is None else lo, math.inf if hi is None else hi)
+                for v, (lo, hi) in zip(p.get("saving_by_seed") or [], bounds, strict=True)]
 
-    sv, sd = variant.get("saving_by_seed") or [], default.get("saving_by_seed") or []
-    if sv and sd and None not in sv and None not in sd:
-        diff = variant["saving_at_equal_acc"] - default["saving_at_equal_acc"]
-        return {"saving_diff": _round(diff, 4), "acc_diff": None, "reading": apart(sv, sd)}
-    av = [r["acc"] for r in variant.get("per_seed", [])]
-    ad = [r["acc"] for r in default.get("per_seed", [])]
-    if not av or not ad:
-        return {"saving_diff": None, "acc_diff": None, "reading": "no reading"}
-    reading = apart(av, ad)
-    cost_v, cost_d = variant.get("cost_mean"), default.get("cost_mean")
-    if cost_v is None or cost_d is None or (reading == "helps" and cost_v > cost_d) or \
-            (reading == "hurts" and cost_v < cost_d):
+    rv, rd = ranges(variant), ranges(default)
+    if len(rv) < 2 or len(rd) < 2:
+        reading = "one seed only"
+    elif min(lo for lo, _ in rv) > max(hi for _, hi in rd):
+        reading = "helps"
+    elif max(hi for _, hi in rv) < min(lo for lo, _ in rd):
+        reading = "hurts"
+    else:
         reading = "no clear difference"
-    return {"saving_diff": None, "acc_diff": _round(statistics.fmean(av) - statistics.fmean(ad), 5),
-            "reading": reading}
+    sv, sd = variant.get("saving_at_equal_acc"), default.get("saving_at_equal_acc")
+    av, ad = variant.get("acc_mean"), default.get("acc_mean")
+    return {"saving_diff": _round(sv - sd, 4) if sv is not None and sd is not None else None,
+            "acc_diff": _round(av - ad, 5) if av is not None and ad is not None else None, "reading": reading}
 
 
 def run_key(config: Mapping[str, Any]) -> str:
