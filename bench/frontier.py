@@ -306,7 +306,7 @@ def verdict(point: Mapping[str, Any]) -> str:
     if ranges is None:   # a point read before the band: each seed's own saving is its range
         ranges = [[v, v] for v in point.get("saving_by_seed", []) if v is not None]
     if len(ranges) < 2:
-        return "no reading" if mean is None else "one seed only"
+        return "no reading" if mean is None and not ranges else "one seed only"
     if all(lo is not None and lo > 0 for lo, _ in ranges):
         return "wins"
     if all(hi is not None and hi < 0 for _, hi in ranges):

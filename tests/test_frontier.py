@@ -166,6 +166,9 @@ def test_a_point_below_the_cheapest_baseline_and_dearer_loses():
     cheap = [{"seed": 0, "acc": 0.70, "cost": 5.0}, {"seed": 1, "acc": 0.72, "cost": 6.0}]
     assert method_point({"acc_mean": 0.71, "cost_mean": 5.5, "train_s_mean": 5.5, "per_seed": cheap},
                         base)["verdict"] == "no reading"
+    # One seed below and dearer: it would lose, but one seed judges nothing yet.
+    assert method_point({"acc_mean": 0.70, "cost_mean": 14.0, "train_s_mean": 14.0, "per_seed": seeds[:1]},
+                        base)["verdict"] == "one seed only"
 
 
 def test_saving_bounds_outside_the_frontier():
