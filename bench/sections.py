@@ -226,7 +226,7 @@ def _frontier(e: dict) -> list[str]:
            "against the better baseline), loses when below, within noise when it holds 0. Headline budget: "
            f"{d['headline_epochs']} epochs."
            + (" Smoke run (`--quick`, fixture data): not a measurement." if d.get("quick") else "")
-           + ("" if d.get("complete", True) else f" Incomplete: {len(d.get('missing', []))} runs still to train."), ""]
+           + ("" if d.get("complete", True) else _still_to_train(d.get("missing", []))), ""]
     resnet = [m for m in d["methods"] if m != "coarse_to_fine"]
     c2f = [m for m in d["methods"] if m == "coarse_to_fine"]
     for title, key, methods in (("FashionResNet-18 baseline", "baseline", resnet),
@@ -258,6 +258,13 @@ def _frontier(e: dict) -> list[str]:
                 "interleaved: " + ", ".join(f"{k} {num(v, '.2f')}" for k, v in table["relative"].items()) + ".", ""]
     return [*out, *goal_lines(e, lambda _, v: "not read" if v is None else pct(v, "+.1%") if isinstance(v, float)
                           else str(v))]
+
+
+def _still_to_train(missing: list[str]) -> str:
+    """What an incomplete frontier still lacks: the frontier's own runs, or only ablations (`name[variant]`)."""
+    if all("[" in name for name in missing):
+        return f" The frontier is complete; ablation runs still to train: {len(missing)}."
+    return f" Incomplete: {len(missing)} runs still to train."
 
 
 def _against_default(a: dict | None) -> str:

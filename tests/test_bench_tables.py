@@ -167,6 +167,18 @@ def _frontier_envelope() -> dict:
             "settings": {"threads": 2}, "goals": goals, "data": data}
 
 
+def test_an_incomplete_frontier_says_what_it_still_lacks(tmp_path):
+    """Frontier runs missing: incomplete; only ablation runs (`method[variant]`) missing: the frontier is complete."""
+    for missing, said in ((["resnet/baseline/12ep/seed1", "resnet/low_mode[p_low 0.3]/4ep/seed0"],
+                           "Incomplete: 2 runs still to train."),
+                          (["resnet/low_mode[p_low 0.3]/4ep/seed0"],
+                           "The frontier is complete; ablation runs still to train: 1.")):
+        e = _frontier_envelope()
+        e["data"].update(complete=False, missing=missing)
+        (tmp_path / "time_to_accuracy.json").write_text(json.dumps(e))
+        assert said in tables.build(tmp_path)[0]
+
+
 def test_frontier_layout_renders_every_point_and_its_reading(tmp_path):
     """The frontier layout: every baseline and method point, the saving or why there is none, every figure read."""
     (tmp_path / "time_to_accuracy.json").write_text(json.dumps(_frontier_envelope()))
