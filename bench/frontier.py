@@ -333,9 +333,11 @@ def against_default(variant: Mapping[str, Any], default: Mapping[str, Any] | Non
         return {"saving_diff": None, "acc_diff": None, "reading": "no default to compare"}
 
     def ranges(p: Mapping[str, Any]) -> list[tuple[float, float]]:
-        bounds = p.get("saving_range_by_seed") or [[None, None]] * len(p.get("saving_by_seed") or [])
+        savings, bounds = p.get("saving_by_seed") or [], p.get("saving_range_by_seed") or []
+        if len(bounds) != len(savings):   # a seed without a cost has no range: only its own saving, if any
+            bounds = [[None, None]] * len(savings)
         return [(v, v) if v is not None else (-math.inf if lo is None else lo, math.inf if hi is None else hi)
-                for v, (lo, hi) in zip(p.get("saving_by_seed") or [], bounds, strict=True)]
+                for v, (lo, hi) in zip(savings, bounds, strict=True)]
 
     rv, rd = ranges(variant), ranges(default)
     if len(rv) < 2 or len(rd) < 2:

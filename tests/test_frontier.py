@@ -241,6 +241,8 @@ def test_a_variant_against_its_default_by_hand():
     assert against_default(p([None, 0.30], ranges=[[0.18, None], [0.3, 0.3]]), default)["reading"] == \
         "no clear difference"
     assert against_default(p([0.30]), default)["reading"] == "one seed only"
+    unranged = {**p([None, 0.30]), "saving_range_by_seed": [[0.3, 0.3]]}   # a seed without a cost: no range
+    assert against_default(unranged, default)["reading"] == "no clear difference"
     assert against_default(above, None)["reading"] == "no default to compare"
 
 
