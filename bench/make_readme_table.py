@@ -145,8 +145,7 @@ def _headline_rows(name: str, tag: str, e: dict) -> list[list[str]]:
         return [[f"Time to accuracy at {d['headline_epochs']} epochs (width {width}, "
                  f"{'–'.join(map(str, seeds))} seed{'s' * (seeds != [1])}), saving at equal accuracy",
                  readings + ("" if d.get("complete") else " (ablations still being trained)"
-                             if all("[" in name for name in d.get("missing", [])) else " (frontier still being built)"),
-                 src]] if head else []
+                             if d.get("frontier_complete") else " (frontier still being built)"), src]] if head else []
     return []
 
 

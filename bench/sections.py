@@ -226,7 +226,7 @@ def _frontier(e: dict) -> list[str]:
            "against the better baseline), loses when below, within noise when it holds 0. Headline budget: "
            f"{d['headline_epochs']} epochs."
            + (" Smoke run (`--quick`, fixture data): not a measurement." if d.get("quick") else "")
-           + ("" if d.get("complete", True) else _still_to_train(d.get("missing", []))), ""]
+           + ("" if d.get("complete", True) else _still_to_train(d)), ""]
     resnet = [m for m in d["methods"] if m != "coarse_to_fine"]
     c2f = [m for m in d["methods"] if m == "coarse_to_fine"]
     for title, key, methods in (("FashionResNet-18 baseline", "baseline", resnet),
@@ -260,11 +260,12 @@ def _frontier(e: dict) -> list[str]:
                           else str(v))]
 
 
-def _still_to_train(missing: list[str]) -> str:
-    """What an incomplete frontier still lacks: the frontier's own runs, or only ablations (`name[variant]`)."""
-    if all("[" in name for name in missing):
-        return f" The frontier is complete; ablation runs still to train: {len(missing)}."
-    return f" Incomplete: {len(missing)} runs still to train."
+def _still_to_train(d: dict) -> str:
+    """What an incomplete frontier still lacks: the frontier's own runs, or only its ablations."""
+    missing = len(d.get("missing", []))
+    if d.get("frontier_complete"):
+        return f" The frontier is complete; ablation runs still to train: {missing}."
+    return f" Incomplete: {missing} runs still to train."
 
 
 def _against_default(a: dict | None) -> str:

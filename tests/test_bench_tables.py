@@ -173,12 +173,12 @@ def _frontier_envelope() -> dict:
 
 def test_an_incomplete_frontier_says_what_it_still_lacks(tmp_path):
     """Frontier runs missing: incomplete; only ablation runs (`method[variant]`) missing: the frontier is complete."""
-    for missing, said in ((["resnet/baseline/12ep/seed1", "resnet/low_mode[p_low 0.3]/4ep/seed0"],
-                           "Incomplete: 2 runs still to train."),
-                          (["resnet/low_mode[p_low 0.3]/4ep/seed0"],
-                           "The frontier is complete; ablation runs still to train: 1.")):
+    for missing, done, said in ((["resnet/baseline/12ep/seed1", "resnet/low_mode[p_low 0.3]/4ep/seed0"], False,
+                                 "Incomplete: 2 runs still to train."),
+                                (["resnet/low_mode[p_low 0.3]/4ep/seed0"], True,
+                                 "The frontier is complete; ablation runs still to train: 1.")):
         e = _frontier_envelope()
-        e["data"].update(complete=False, missing=missing)
+        e["data"].update(complete=False, missing=missing, frontier_complete=done)
         (tmp_path / "time_to_accuracy.json").write_text(json.dumps(e))
         assert said in tables.build(tmp_path)[0]
 

@@ -421,6 +421,12 @@ def test_a_cached_run_is_reused_and_a_changed_config_is_not(tmp_path, monkeypatc
     assert len(calls) == 2 * n, "a changed config reused a cached run"
     data = json.loads((tmp_path / "tta.json").read_text())["data"]
     assert data["complete"] and data["missing"] == [] and len(data["run_keys"]) == n
+    # A stopped frontier: with an ablation's run gone it is still complete as a frontier; with a baseline's, not.
+    cache = {json.loads(p.read_text())["name"]: p for p in (tmp_path / "cache").glob("*.json")}
+    for name, frontier_complete in (("[", True), ("resnet/baseline/", False)):
+        next(p for k, p in cache.items() if name in k and p.exists()).unlink()
+        data = tta.main(argv + ["--lr", "0.05", "--report"])["data"]
+        assert not data["complete"] and data["frontier_complete"] is frontier_complete, name
 
 
 def test_the_summary_is_written_after_every_run(tmp_path, monkeypatch):
@@ -580,7 +586,7 @@ def test_frontier_reading_reports_the_headline_point_and_its_verdict(tmp_path):
             "baseline's cost (-3.0% to +∞ against the baseline ± its seed spread). Verdict: above the frontier."
             ) in above
     assert frontier_reading("low_mode", path) == "time_to_accuracy.json has no measured point of low_mode yet."
-    data["missing"] = ["resnet/low_mode[p_low 0.3]/4ep/seed1"]   # only ablations left: the frontier itself is done
+    data.update(missing=["resnet/low_mode[p_low 0.3]/4ep/seed1"], frontier_complete=True)   # only ablations left
     path.write_text(json.dumps({"machine": {"processor": "AMD EPYC"}, "data": data}))
     assert "Measured (the frontier is complete; 1 ablation run still to train)" in frontier_reading(
         "kernel_rescaling", path)

@@ -64,6 +64,7 @@ def summarise(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: d
                              "runs": axes},
             "runs": runs, "run_keys": sorted(runs),
             "missing": [sp.name for sp in plan if sp not in results], "complete": len(results) == len(plan),
+            "frontier_complete": all(sp in results for sp in plan if not sp.variant),   # ablations aside
             "quick": s.quick}
     return data, goals_of(s, methods)
 

@@ -138,11 +138,10 @@ def frontier_reading(method: str, path: str | os.PathLike | None = None) -> str:
             if p.get("above_frontier") else
             "no saving can be read" if saving is None else f"it saves {saving:+.1%} of the baseline's cost at that "
             f"accuracy{_spread(p.get('saving_range'))}")
-    missing = data.get("missing", [])
-    ablations = sum("[" in name for name in missing)   # an ablation's run name carries its variant in brackets
-    left = f"{ablations} ablation run{'s' * (ablations != 1)}"
-    done = ("" if data.get("complete") else f" (the frontier is complete; {left} still to train)"
-            if ablations == len(missing) else f" (partial: {len(missing)} runs still to train)")
+    missing = len(data.get("missing", []))
+    done = ("" if data.get("complete") else
+            f" (the frontier is complete; {missing} ablation run{'s' * (missing != 1)} still to train)"
+            if data.get("frontier_complete") else f" (partial: {missing} runs still to train)")
     where = path.parent
     return (f"Measured{done}: full Fashion-MNIST, FashionResNet-18 width {net.get('width', '?')}, "
             f"{results.get('machine', {}).get('processor', 'unknown CPU')}. {method.replace('_', ' ')} at "
