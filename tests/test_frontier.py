@@ -8,6 +8,7 @@ frontier on the fixture data, end to end (slow).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -497,6 +498,26 @@ def test_the_wall_checks_runs_are_found_beside_the_cache_wherever_the_summary_go
     for out in (tta.Settings().out, str(tmp_path / "elsewhere.json")):
         assert spec in cached_runs(tta.Settings(out=out), [spec], env), out
     assert not cached_runs(tta.Settings(cache=str(tmp_path / "time_to_accuracy_runs")), [spec], env)
+
+
+def test_a_run_is_found_by_what_it_trains_when_a_variant_becomes_the_default(tmp_path):
+    """Low mode's p_low 0.7 variant, cached under its label, is the default's run once p_low 0.7 is the default."""
+    from bench.tta.sweep import cached_runs
+
+    env = {"data": {}, "torch": "x", "device": "cpu", "threads": None}
+    s = tta.Settings(cache=str(tmp_path / "tta_runs"))
+    variant, default = tta.Spec("resnet", "low_mode", 4, 0, "p_low 0.7"), tta.Spec("resnet", "low_mode", 4, 0)
+    config = tta.run_config(s, variant, env)
+    (tmp_path / "tta_runs").mkdir()
+    (tmp_path / "tta_runs" / f"{run_key(config)}.json").write_text(
+        json.dumps({"key": run_key(config), "name": variant.name, "config": config, "acc": 0.9}))
+    assert cached_runs(s, [variant], env)[variant]["name"] == variant.name
+    assert not cached_runs(s, [default], env), "the default (p_low 0.5) took the p_low 0.7 run"
+    moved = tta.Settings(cache=s.cache, p_low=0.7)
+    assert tta.run_config(moved, default, env) != config   # another key: found by what it trains
+    found = cached_runs(moved, [default], env)[default]
+    assert (found["name"], found["cached_as"], found["acc"]) == (default.name, variant.name, 0.9)
+    assert not cached_runs(dataclasses.replace(moved, lr=0.05), [default], env), "a changed setting matched"
 
 
 def test_every_committed_cached_run_is_found_under_its_key():

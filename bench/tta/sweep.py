@@ -20,7 +20,7 @@ from bench.tta.summary import plot, reading, summarise
 from bench.tta.train import train_one
 from modelsurgery.recipes_kit.machine import load_average
 
-__all__ = ["cached_runs", "frontier", "newest_table", "reference_table", "sitting_table", "step_ratios", "wall_check",
+__all__ = ["cached_runs", "run_identity", "frontier", "newest_table", "reference_table", "sitting_table", "step_ratios", "wall_check",
            "wall_check_plan"]
 
 AGREE = 0.10   # the wall check: each run's wall time within 10 % of its cost
@@ -118,16 +118,44 @@ def frontier(s: Settings, plan: list[Spec], report: bool = False) -> dict:
         torch.set_num_threads(threads)
 
 
+def run_identity(config: dict) -> str:
+    """What a run trains, whatever it is called: its config without the ablation's label, and without
+    parameters left at None (a default that names no value, such as low mode's "every conv")."""
+    same = {k: v for k, v in config.items() if k != "variant"}
+    same["params"] = {k: v for k, v in (config.get("params") or {}).items() if v is not None}
+    return json.dumps(same, sort_keys=True)
+
+
 def cached_runs(s: Settings, plan: list[Spec], env: dict) -> dict[Spec, dict]:
-    """The plan's runs already in the cache (or, for the frontier, in its wall check's), by spec."""
+    """The plan's runs already in the cache (or, for the frontier, in its wall check's), by spec.
+
+    A run is found by its key, or else by what it trains (`run_identity`): when an ablation's
+    variant becomes the method's default, the variant's cached runs are the default's, and the
+    old default's runs are the new variant's. Such a run keeps its file and key; its name
+    becomes the plan's and `cached_as` records the one it was trained under.
+    """
     wall = Path(s.out).stem.endswith("_wallcheck")
     folders = [Path(s.cache)] + ([] if wall else [_wall_cache(s)])
+    known: dict[str, Path] | None = None
     out = {}
     for sp in plan:
-        name = f"{run_key(run_config(s, sp, env))}.json"
+        config = run_config(s, sp, env)
+        name = f"{run_key(config)}.json"
         path = next((f / name for f in folders if (f / name).is_file()), None)
+        if path is None:
+            if known is None:   # read the cache's configs once, on the first miss
+                known = {}
+                for f in reversed(folders):   # the frontier's own cache wins over the wall check's
+                    for p in sorted(f.glob("*.json")) if f.is_dir() else ():
+                        cfg = json.loads(p.read_text()).get("config")
+                        if isinstance(cfg, dict):
+                            known[run_identity(cfg)] = p
+            path = known.get(run_identity(config))
         if path is not None:
-            out[sp] = json.loads(path.read_text())
+            r = json.loads(path.read_text())
+            if r.get("name") != sp.name:
+                r["cached_as"], r["name"] = r.get("name"), sp.name
+            out[sp] = r
     for sp, r in out.items():   # the first compound run counted its pre-train steps as kernel rescaling's kind
         if sp.method == "compound" and any(k.startswith("pretrain ") for k in r.get("steps", {})):
             r["steps"] = {k.replace("pretrain ", "compound ", 1): v for k, v in r["steps"].items()}
