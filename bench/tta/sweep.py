@@ -20,8 +20,8 @@ from bench.tta.summary import plot, reading, summarise
 from bench.tta.train import train_one
 from modelsurgery.recipes_kit.machine import load_average
 
-__all__ = ["cached_runs", "run_identity", "frontier", "newest_table", "reference_table", "sitting_table", "step_ratios", "wall_check",
-           "wall_check_plan"]
+__all__ = ["cached_runs", "frontier", "newest_table", "reference_table", "run_identity", "sitting_table", "step_ratios",
+           "wall_check", "wall_check_plan"]
 
 AGREE = 0.10   # the wall check: each run's wall time within 10 % of its cost
 
