@@ -84,6 +84,7 @@ class Settings:
     pr_start: int = 16
     krpr_start: int = 12
     p_low: float = 0.5
+    low_convs: str | None = None   # low mode's pooled convs (fnmatch); None: both 3x3 convs of every block
     c2f_widths: tuple[int, ...] = (16, 32, 128)
     max_batches: int | None = None
     device: str | None = None
@@ -210,7 +211,8 @@ def method_params(s: Settings, spec: Spec) -> dict:
             "kernel_rescaling+progressive_resizing": dict(kr, switch=sw, start=s.krpr_start, multiple=4),
             "compound": dict(kr, lstsq=0, switch=sw, width=0.5, depth=0.5),
             "progressive_resizing": dict(start=s.pr_start, ramp_end=max(1, b - full_tail(b)), multiple=4),
-            "low_mode": dict(p_low=[s.p_low if e < b - full_tail(b) else 0.0 for e in range(b)]),
+            "low_mode": dict(p_low=[s.p_low if e < b - full_tail(b) else 0.0 for e in range(b)],
+                             **({"convs": s.low_convs} if s.low_convs else {})),
             "coarse_to_fine": dict(sizes=(8, 16, 32), stage_epochs=(0, max(1, sw // 2), max(1, sw)))}[spec.method]
     if not spec.variant:
         return defaults
