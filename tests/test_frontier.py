@@ -326,7 +326,7 @@ def test_default_plan_has_the_seeds_budgets_and_families_asked_for():
     variants = [p for p in plan if p.variant]
     assert plan[-len(variants):] == variants and {p.epochs for p in variants} == {s.ablation_epochs} == {4}
     assert len(variants) == 2 * sum(len(v) for v in tta.ABLATIONS.values())
-    assert {"switch at 1/3", "pinv + BatchNorm only", "no re-warm-up", "second convs only", "start 16 px",
+    assert {"switch at 1/3", "pinv + BatchNorm only", "no re-warm-up", "both convs of every block", "start 16 px",
             "late ramp (from half the budget)"} <= {p.variant for p in variants}
     rows, total = tta.estimate(s, plan)
     assert total < 6 * 3600 and any("trunk" in name for name, _ in rows)
@@ -520,25 +520,42 @@ def test_a_run_is_found_by_what_it_trains_when_a_variant_becomes_the_default(tmp
     assert not cached_runs(dataclasses.replace(moved, lr=0.05), [default], env), "a changed setting matched"
 
 
-def test_every_committed_cached_run_is_found_under_its_key():
+def test_every_committed_cached_run_is_found_under_its_key_or_by_what_it_trains():
     """Every cached run, its methods' parameters (the grow's defaults, low mode's p_low) recomputed from settings.
 
-    The wall check's runs too: the frontier takes them as its last headline seed, so each must be
-    a run of the default plan under the key the frontier looks for.
+    Its key is the one the plan computes from its settings, or else the default plan finds it by
+    what it trains (a variant that became the default, or the old default that became a variant);
+    a run the plan no longer asks for is kept under `superseded/`. The wall check's runs too: the
+    frontier takes them as its last headline seed, so each must be a run of the default plan.
     """
+    from bench.tta.sweep import cached_runs, run_identity
+
     wall = sorted(CACHED.with_name("time_to_accuracy_wallcheck_runs").glob("*.json"))
     paths = sorted(CACHED.glob("*.json")) + wall
     assert paths
-    plan = set(tta.plan_runs(tta.Settings()))
+    plan = tta.plan_runs(tta.Settings())
+    env = {k: json.loads(paths[-1].read_text())["config"][k] for k in ENVIRONMENT}
+    found = cached_runs(tta.Settings(), plan, env)
+    for spec, r in found.items():   # found by key or by identity: it trains what the plan asks
+        assert run_identity(r["config"]) == run_identity(tta.run_config(tta.Settings(), spec, env)), spec.name
+        assert r["name"] == spec.name and ("cached_as" in r) == (r["key"] != run_key(r["config"]) or
+                                                                 r["config"].get("variant", "") != spec.variant)
+    used = {r["key"] for r in found.values()}
     for path in wall:
-        c = json.loads(path.read_text())["config"]
-        assert tta.Spec(c["family"], c["method"], c["epochs"], c["seed"], c.get("variant", "")) in plan, path.name
+        assert path.stem in used, path.name
     for path in paths:
         c = json.loads(path.read_text())["config"]
         s = tta.Settings(width=c["width"], batch_size=c["batch_size"], lr=c["lr"], momentum=c["momentum"],
-                         weight_decay=c["weight_decay"], decay=c["decay"], max_batches=c["max_batches"])
+                         weight_decay=c["weight_decay"], decay=c["decay"], max_batches=c["max_batches"],
+                         low_convs=c["params"].get("convs") if c["method"] == "low_mode" and not c.get("variant") else
+                         tta.Settings.low_convs)
         spec = tta.Spec(c["family"], c["method"], c["epochs"], c["seed"], c.get("variant", ""))
-        assert run_key(tta.run_config(s, spec, {k: c[k] for k in ENVIRONMENT})) == path.stem, spec.name
+        known = spec.variant in tta.ABLATIONS.get(spec.method, {}) or not spec.variant   # a variant renamed: no key
+        key = run_key(tta.run_config(s, spec, {k: c[k] for k in ENVIRONMENT})) if known else None
+        if c["width"] == tta.Settings.width:   # the frontier's network: every run is one the default plan uses
+            assert path.stem in used, f"{spec.name} ({path.name}): a run the default plan does not use"
+        else:   # another network's runs (width 8, overhead-bound): found by the plan at their own settings
+            assert key == path.stem, f"{spec.name} ({path.name}): not under the key its settings give"
 
 
 # ---- the whole smoke run -------------------------------------------------------------------------
