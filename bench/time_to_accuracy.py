@@ -18,8 +18,9 @@ accuracy, 1 − t_method / t_baseline(acc) (`bench.frontier`). This benchmark do
 - methods: `kernel_rescaling` grows at the start of the cool-down (`--switch-fraction` 0.5, the
   schedule's analogue of de Gusmão et al.'s "before the LR drops") with the recipe's grow defaults
   (`recipes/kernel_rescaling.py`); `kernel_rescaling+progressive_resizing` the same with the
-  pre-train phase ramped 12 → 19 px; `progressive_resizing` ramps 16 → 28 px, full size in the last
-  quarter; `low_mode` runs p = 0.5 (Nouri et al. 2019) and full mode in the last quarter;
+  pre-train phase ramped 16 → 19 px; `progressive_resizing` ramps 16 → 28 px, full size in the last
+  quarter; `low_mode` runs p = 0.5 (Nouri et al. 2019) with the second conv of every block pooled,
+  and full mode in the last quarter;
   `compound` is kernel rescaling whose pre-train network is also half as wide and half as deep
   (Liu et al. 2016, §III-C and §IV-E; grown back with Gaussian new channels and no-effect blocks);
   `coarse_to_fine` (Liu et al. 2016) runs its own `C2FNet` family (8 → 16 → 32 px) against that

@@ -326,7 +326,7 @@ def test_default_plan_has_the_seeds_budgets_and_families_asked_for():
     variants = [p for p in plan if p.variant]
     assert plan[-len(variants):] == variants and {p.epochs for p in variants} == {s.ablation_epochs} == {4}
     assert len(variants) == 2 * sum(len(v) for v in tta.ABLATIONS.values())
-    assert {"switch at 1/3", "pinv + BatchNorm only", "no re-warm-up", "both convs of every block", "start 16 px",
+    assert {"switch at 1/3", "pinv + BatchNorm only", "no re-warm-up", "both convs of every block", "start 12 px",
             "late ramp (from half the budget)"} <= {p.variant for p in variants}
     rows, total = tta.estimate(s, plan)
     assert total < 6 * 3600 and any("trunk" in name for name, _ in rows)
