@@ -250,6 +250,11 @@ def test_schedules():
     assert [held(e) for e in (1, 3, 6)] == [0.1, 0.1, 0.1] and held(7) == pytest.approx(0.01)
     assert held.changes == (7,)
     assert [ramp_size(e, 8, 28, 1, 5, multiple=4) for e in range(7)] == [8, 8, 12, 20, 24, 28, 28]
+    # 16 -> 19 over 4 epochs: 18.25 rounds to 20, above the end; held at 19. Downward ramps stay inside too.
+    assert [ramp_size(e, 16, 19, 0, 4, multiple=4) for e in range(5)] == [16, 16, 16, 19, 19]
+    for start, end, multiple in ((16, 19, 4), (12, 19, 4), (28, 17, 8), (5, 7, 4), (30, 3, 32)):
+        sizes = [ramp_size(e, start, end, 0, 6, multiple) for e in range(8)]
+        assert all(min(start, end) <= s <= max(start, end) for s in sizes), (start, end, sizes)
     with pytest.raises(ValueError, match="ascending"):
         MultiStep(0.1, (5, 3))
 

@@ -99,10 +99,13 @@ def ramp_size(epoch: int, start: int, end: int, start_epoch: int, end_epoch: int
         [160, 160, 160, 160, 192, 192, 192, 192]
         >>> [ramp_size(e, 8, 28, 0, 4, multiple=4) for e in range(6)]
         [8, 12, 20, 24, 28, 28]
+        >>> [ramp_size(e, 16, 19, 0, 4, multiple=4) for e in range(5)]   # 18.25 rounds to 20: held at 19
+        [16, 16, 16, 19, 19]
     """
     if epoch >= end_epoch:
         return end
     if epoch <= start_epoch:
         return start
     size = start + (end - start) * (epoch - start_epoch) / (end_epoch - start_epoch)
-    return max(multiple, int(size / multiple + 0.5) * multiple)
+    size = max(multiple, int(size / multiple + 0.5) * multiple)
+    return min(max(size, min(start, end)), max(start, end))   # rounding never leaves [start, end]
