@@ -213,8 +213,8 @@ def method_params(s: Settings, spec: Spec) -> dict:
             "kernel_rescaling+progressive_resizing": dict(kr, switch=sw, start=s.krpr_start, multiple=4),
             "compound": dict(kr, lstsq=0, switch=sw, width=0.5, depth=0.5),
             "progressive_resizing": dict(start=s.pr_start, ramp_end=max(1, b - full_tail(b)), multiple=4),
-            "low_mode": dict(p_low=[s.p_low if e < b - full_tail(b) else 0.0 for e in range(b)],
-                             **({"convs": s.low_convs} if s.low_convs else {})),
+            "low_mode": dict(p_low=[s.p_low if e < b - full_tail(b) else 0.0 for e in range(b)],   # every conv
+                             **({"convs": s.low_convs} if s.low_convs else {})),   # (None) keeps its old keys
             "coarse_to_fine": dict(sizes=(8, 16, 32), stage_epochs=(0, max(1, sw // 2), max(1, sw)))}[spec.method]
     if not spec.variant:
         return defaults
