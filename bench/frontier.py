@@ -171,6 +171,8 @@ def method_point(point: Mapping[str, Any], baseline: Sequence[Mapping[str, Any]]
     against the baseline moved up and down by its seed spread (`baseline_band`), and
     `saving_range` the smallest range that holds them all (the mean point's, where no seed
     carries a cost): the verdict is "wins" exactly when it lies above 0 and "loses" when below.
+    `gain_by_seed` is each seed's accuracy above the baseline at its own cost (None outside the
+    baseline's cost range), which `against_default` reads where a saving cannot be read.
 
     Example:
         >>> method_point({"acc_mean": 0.85, "cost_mean": 12.0, "train_s_mean": 12.0},
@@ -194,6 +196,8 @@ def method_point(point: Mapping[str, Any], baseline: Sequence[Mapping[str, Any]]
                                       else out["saving_at_equal_acc"])
             out["saving_note"] = NOTES.get(side)
             out["saving_by_seed"] = seed_savings(point.get("per_seed", []), frontier)
+            out["gain_by_seed"] = [_round(r["acc"] - a, 5) if (a := frontier_acc(frontier, r["cost"])) is not None
+                                   else None for r in point.get("per_seed", []) if r.get("cost") is not None]
             better, worse = baseline_band(baseline)
             by_seed = [list(_band_bounds(r["acc"], r["cost"], better, worse))
                        for r in point.get("per_seed", []) if r.get("cost") is not None]
@@ -321,16 +325,20 @@ def against_default(variant: Mapping[str, Any], default: Mapping[str, Any] | Non
     more than every seed of the defaults, "hurts" where every one saves less, and otherwise "no
     clear difference"; with fewer than two seeds on either side, "one seed only". A seed whose
     saving cannot be read (less accurate than the cheapest baseline point, or more than the best)
-    counts as the range it is known to lie in (`saving_range_by_seed`, open-ended). Beside the
-    reading: the difference of the mean savings (where both can be read) and of the mean accuracies.
+    counts as the range it is known to lie in (`saving_range_by_seed`, open-ended). Where such a
+    seed leaves the saving undecided, the seeds are read again on their accuracy above the
+    baseline at their own cost (`gain_by_seed`), which can be read wherever the cost lies within
+    the baseline's: a cheaper, much less accurate variant then reads as what it is. `read_on` says
+    which reading decided. Beside it: the difference of the mean savings (where both can be read)
+    and of the mean accuracies.
 
     Example:
         >>> against_default({"saving_by_seed": [0.25, 0.21], "saving_at_equal_acc": 0.23, "acc_mean": 0.925},
         ...                 {"saving_by_seed": [0.14, 0.20], "saving_at_equal_acc": 0.17, "acc_mean": 0.92})
-        {'saving_diff': 0.06, 'acc_diff': 0.005, 'reading': 'helps'}
+        {'saving_diff': 0.06, 'acc_diff': 0.005, 'reading': 'helps', 'read_on': 'saving at equal accuracy'}
     """
     if not default:
-        return {"saving_diff": None, "acc_diff": None, "reading": "no default to compare"}
+        return {"saving_diff": None, "acc_diff": None, "reading": "no default to compare", "read_on": None}
 
     def ranges(p: Mapping[str, Any]) -> list[tuple[float, float]]:
         savings, bounds = p.get("saving_by_seed") or [], p.get("saving_range_by_seed") or []
@@ -339,19 +347,29 @@ def against_default(variant: Mapping[str, Any], default: Mapping[str, Any] | Non
         return [(v, v) if v is not None else (-math.inf if lo is None else lo, math.inf if hi is None else hi)
                 for v, (lo, hi) in zip(savings, bounds, strict=True)]
 
+    def compare(v: Sequence[tuple[float, float]], d: Sequence[tuple[float, float]]) -> str:
+        if min(lo for lo, _ in v) > max(hi for _, hi in d):
+            return "helps"
+        return "hurts" if max(hi for _, hi in v) < min(lo for lo, _ in d) else "no clear difference"
+
     rv, rd = ranges(variant), ranges(default)
+    read_on = "saving at equal accuracy"
     if len(rv) < 2 or len(rd) < 2:
-        reading = "one seed only"
-    elif min(lo for lo, _ in rv) > max(hi for _, hi in rd):
-        reading = "helps"
-    elif max(hi for _, hi in rv) < min(lo for lo, _ in rd):
-        reading = "hurts"
+        reading, read_on = "one seed only", None
     else:
-        reading = "no clear difference"
+        reading = compare(rv, rd)
+        gv, gd = variant.get("gain_by_seed") or [], default.get("gain_by_seed") or []
+        unread = None in (variant.get("saving_by_seed") or []) + (default.get("saving_by_seed") or [])
+        if (reading == "no clear difference" and unread and len(gv) == len(rv) and len(gd) == len(rd)
+                and None not in gv + gd):
+            on_gain = compare([(g, g) for g in gv], [(g, g) for g in gd])
+            if on_gain != reading:
+                reading, read_on = on_gain, "accuracy at equal cost"
     sv, sd = variant.get("saving_at_equal_acc"), default.get("saving_at_equal_acc")
     av, ad = variant.get("acc_mean"), default.get("acc_mean")
     return {"saving_diff": _round(sv - sd, 4) if sv is not None and sd is not None else None,
-            "acc_diff": _round(av - ad, 5) if av is not None and ad is not None else None, "reading": reading}
+            "acc_diff": _round(av - ad, 5) if av is not None and ad is not None else None, "reading": reading,
+            "read_on": read_on}
 
 
 def run_key(config: Mapping[str, Any]) -> str:

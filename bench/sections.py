@@ -272,6 +272,8 @@ def _against_default(a: dict | None) -> str:
     """A variant against its method's defaults (`bench.frontier.against_default`): the reading and its difference."""
     if not a:
         return ""
+    if a.get("read_on") == "accuracy at equal cost":   # the savings could not decide (`against_default`)
+        return f"{a['reading']} at equal cost ({pct(a['acc_diff'], '+.2%')} accuracy)"
     diff = (f" ({pct(a['saving_diff'], '+.1%')} saving)" if a.get("saving_diff") is not None else
             f" ({pct(a['acc_diff'], '+.2%')} accuracy)" if a.get("acc_diff") is not None else "")
     return a["reading"] + diff

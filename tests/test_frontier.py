@@ -229,22 +229,57 @@ def test_a_variant_against_its_default_by_hand():
                 "acc_mean": acc}
 
     default = p([0.14, 0.20], acc=0.92)
-    assert against_default(p([0.25, 0.21], acc=0.925), default) == {"saving_diff": 0.06, "acc_diff": 0.005,
-                                                                    "reading": "helps"}
+    assert against_default(p([0.25, 0.21], acc=0.925), default) == {
+        "saving_diff": 0.06, "acc_diff": 0.005, "reading": "helps", "read_on": "saving at equal accuracy"}
     assert against_default(p([0.25, 0.15]), default)["reading"] == "no clear difference"
     hurts = against_default(p([0.10, 0.12]), default)
     assert hurts["reading"] == "hurts" and hurts["saving_diff"] == pytest.approx(-0.06)
     below = p([None, None], ranges=[[None, -0.165], [None, -0.20]], acc=0.9136)
-    assert against_default(below, p([0.136, 0.214], acc=0.9258)) == {"saving_diff": None, "acc_diff": -0.0122,
-                                                                     "reading": "hurts"}
+    assert against_default(below, p([0.136, 0.214], acc=0.9258)) == {
+        "saving_diff": None, "acc_diff": -0.0122, "reading": "hurts", "read_on": "saving at equal accuracy"}
     above = p([None, 0.30], ranges=[[0.22, None], [0.30, 0.30]])
     assert against_default(above, default)["reading"] == "helps"
     assert against_default(p([None, 0.30], ranges=[[0.18, None], [0.3, 0.3]]), default)["reading"] == \
         "no clear difference"
-    assert against_default(p([0.30]), default)["reading"] == "one seed only"
+    assert against_default(p([0.30]), default) == {"saving_diff": 0.13, "acc_diff": -0.02, "reading": "one seed only",
+                                                   "read_on": None}
     unranged = {**p([None, 0.30]), "saving_range_by_seed": [[0.3, 0.3]]}   # a seed without a cost: no range
     assert against_default(unranged, default)["reading"] == "no clear difference"
     assert against_default(above, None)["reading"] == "no default to compare"
+
+
+def test_a_variant_whose_savings_cannot_be_read_is_read_on_accuracy_at_equal_cost():
+    """Baseline (cost, accuracy) 100 s 80 %, 200 s 90 %. The defaults: 84 % at 150 s (the baseline has
+    85 % there: -1 point; it reaches 84 % at 140 s: a saving of -7.1 %) and 78 % at 150 s (below the
+    cheapest point: a saving of at most 1 - 150/100 = -50 %, open-ended). A cheaper variant: 75 % and
+    76 % at 110 s, both below the cheapest point (at most -10 %), so the savings overlap the default's
+    open-ended seed and cannot decide. At 110 s the baseline has 81 %: the variant's seeds are 6 and 5
+    points under it, the default's 1 and 7 points: still no clear difference. With the default's second
+    seed at 83 % (-2 points, -15.4 %), every variant seed is further under the baseline than every
+    default seed: hurts, read on accuracy at equal cost."""
+    from bench.frontier import against_default, method_point, point_summary
+
+    base = [point_summary(e, [{"seed": k, "acc": a, "train_s": t, "eval_s": 1.0, "cost": t} for k in (0, 1)])
+            for e, a, t in ((1, 0.80, 100.0), (2, 0.90, 200.0))]
+
+    def point(accs, cost):
+        return method_point(point_summary(2, [{"seed": k, "acc": a, "train_s": cost, "eval_s": 1.0, "cost": cost}
+                                              for k, a in enumerate(accs)]), base)
+
+    variant = point([0.75, 0.76], 110.0)
+    assert variant["saving_by_seed"] == [None, None] and variant["saving_range_by_seed"] == [[None, -0.1]] * 2
+    assert variant["gain_by_seed"] == pytest.approx([-0.06, -0.05])
+    split = point([0.84, 0.78], 150.0)
+    assert split["saving_by_seed"] == [-0.0714, None] and split["gain_by_seed"] == pytest.approx([-0.01, -0.07])
+    assert against_default(variant, split) == {"saving_diff": None, "acc_diff": -0.055,
+                                               "reading": "no clear difference", "read_on": "saving at equal accuracy"}
+    default = point([0.84, 0.83], 150.0)
+    assert default["saving_by_seed"] == [-0.0714, -0.1538]
+    assert against_default(variant, default) == {"saving_diff": None, "acc_diff": -0.08, "reading": "hurts",
+                                                 "read_on": "accuracy at equal cost"}
+    # every saving readable: the saving decides alone, even where the gains would separate
+    readable = {**default, "gain_by_seed": [0.5, 0.6]}
+    assert against_default(point([0.82, 0.85], 150.0), readable)["read_on"] == "saving at equal accuracy"
 
 
 def test_full_step_equivalents_by_hand():

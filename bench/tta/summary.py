@@ -176,6 +176,11 @@ def reading(data: dict) -> str:
         for v, p in ab["variants"].items():
             lines.append(f"{m + ' [' + v + ']':40.40s} {p['epochs']:3d} {_acc(p):>16s} {_cost(p):>7s} "
                          f"{p['train_s_mean']:6.1f}s {_signed_pct(p['saving_at_equal_acc']):>8s} "
-                         f"{range_text(p):>24s}  {p['verdict']}; against the default: "
-                         f"{p.get('against_default', {}).get('reading', '—')}")
+                         f"{range_text(p):>24s}  {p['verdict']}; against the default: {_against(p)}")
     return "\n".join(lines)
+
+
+def _against(p: dict) -> str:
+    a = p.get("against_default") or {}
+    at_cost = " at equal cost" if a.get("read_on") == "accuracy at equal cost" else ""
+    return a.get("reading", "—") + at_cost
