@@ -390,8 +390,24 @@ def wall_check(e: dict) -> list[str]:
             "step). On a quiet machine the two agree. What a saving reads is each run against the baseline's: "
             "relative wall time against relative cost.", "",
             *md_table(["run", "accuracy", "wall (s)", "cost (s)", "one-off (s)", "wall / cost", "wall / baseline's",
-                       "cost / baseline's", "ratio of the two"], rows), "",
+                       "cost / baseline's", "ratio of the two"], rows), "", *_sitting_ends(d),
             *goal_lines(e, lambda _, v: "—" if v is None else num(v, ".3f"))]
+
+
+def _sitting_ends(d: dict) -> list[str]:
+    """The full step measured at each end of the wall check's sitting, and wall / cost read on each alone."""
+    full = d.get("full_step_s") or {}
+    if not (full.get("start") and full.get("end")):
+        return []
+
+    def spread(key: str) -> str:
+        v = [r[key] for r in d["runs"] if r.get(key)]
+        return f"{min(v):.3f}-{max(v):.3f}" if v else "—"
+
+    return [f"The sitting's full step measured {1000 * full['start']:.0f} ms at its start and "
+            f"{1000 * full['end']:.0f} ms at its end; costs are read on the mean of the two tables. Wall / cost on "
+            f"the start's table alone: {spread('wall_over_cost_start')}; on the end's alone: "
+            f"{spread('wall_over_cost_end')}.", ""]
 
 
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {

@@ -757,6 +757,13 @@ def test_wall_check_reads_its_sitting_on_the_step_tables_at_both_ends(tmp_path, 
     assert result["goals"][0]["met"]
     again = tta.main(argv + ["--report"])   # trains and measures nothing: the tables come from the cache
     assert [r["cost"] for r in again["data"]["runs"]] == [pytest.approx(6.0), pytest.approx(6.0)]
+    # Each end alone, for the record: 30 steps × 0.1 s = 3 s (wall / cost 2.0), × 0.3 s = 9 s (0.667).
+    assert again["data"]["full_step_s"] == {"start": 0.1, "end": 0.3}
+    assert [(r["wall_over_cost_start"], r["wall_over_cost_end"]) for r in again["data"]["runs"]] == \
+        [(2.0, 0.6667), (2.0, 0.6667)]
+    text, _ = __import__("bench.make_readme_table", fromlist=["build"]).build(tmp_path)
+    assert ("full step measured 100 ms at its start and 300 ms at its end; costs are read on the mean of the two "
+            "tables. Wall / cost on the start's table alone: 2.000-2.000; on the end's alone: 0.667-0.667.") in text
 
 
 def test_reference_table_takes_each_ratio_from_the_quietest_sitting():

@@ -81,6 +81,11 @@ def _wall_summary(s: Settings, plan: list[Spec], results: dict[Spec, dict], tabl
             rows.append({"name": sp.name, "acc": r["acc"], "train_s": round(r["train_s"], 1), "cost": cost,
                          "one_off_s": r.get("one_off_s"), "wall_over_cost": round(r["train_s"] / cost, 4) if cost
                          else None, "loadavg": r.get("loadavg")})
+    for sp, r in zip((sp for sp in plan if sp in results), rows, strict=True):   # each end of the sitting alone
+        for end, field in (("start", "step_table"), ("end", "step_table_end")):
+            t = results[sp].get(field)
+            cost = run_cost(results[sp], sp.family, t) if t else None
+            r[f"wall_over_cost_{end}"] = round(results[sp]["train_s"] / cost, 4) if cost else None
     worst = max((abs(r["wall_over_cost"] - 1) for r in rows if r["wall_over_cost"]), default=None)
     # What a saving reads: each method against the baseline, on either axis (a step table that is off by the
     # same factor for every kind moves wall / cost, not these).
@@ -93,7 +98,11 @@ def _wall_summary(s: Settings, plan: list[Spec], results: dict[Spec, dict], tabl
                                         else None)
     worst_rel = max((abs(r["relative_wall_over_cost"] - 1) for r in rows if r["relative_wall_over_cost"]),
                     default=None)
+    last = results[max((sp for sp in plan if sp in results), key=lambda sp: results[sp]["finished"])] if rows else {}
+    full = FULL_STEP["resnet"]
     data = {"runs": rows, "step_table": table, "headline_epochs": s.headline, "network": {"width": s.width},
+            "full_step_s": {"start": (last.get("step_table") or {}).get(full),
+                            "end": (last.get("step_table_end") or {}).get(full)},
             "seed": plan[0].seed if plan else None,
             "complete": len(rows) == len(plan), "missing": [sp.name for sp in plan if sp not in results]}
     return data, [goal(f"wall_time_within_{round(AGREE * 100)}pct_of_cost", worst, AGREE,
