@@ -72,6 +72,10 @@ def wall_check(s: Settings, report: bool = False) -> dict:
     return _frontier(s, plan, report, summary=_wall_summary, script="time_to_accuracy_wallcheck")
 
 
+def _wall_over(wall: float, cost: float | None) -> float | None:
+    return round(wall / cost, 4) if cost else None
+
+
 def _wall_summary(s: Settings, plan: list[Spec], results: dict[Spec, dict], table: dict) -> tuple[dict, list]:
     rows = []
     for sp in plan:
@@ -79,13 +83,11 @@ def _wall_summary(s: Settings, plan: list[Spec], results: dict[Spec, dict], tabl
             r = results[sp]
             cost = run_cost(r, sp.family, table)
             rows.append({"name": sp.name, "acc": r["acc"], "train_s": round(r["train_s"], 1), "cost": cost,
-                         "one_off_s": r.get("one_off_s"), "wall_over_cost": round(r["train_s"] / cost, 4) if cost
-                         else None, "loadavg": r.get("loadavg")})
-    for sp, r in zip((sp for sp in plan if sp in results), rows, strict=True):   # each end of the sitting alone
-        for end, field in (("start", "step_table"), ("end", "step_table_end")):
-            t = results[sp].get(field)
-            cost = run_cost(results[sp], sp.family, t) if t else None
-            r[f"wall_over_cost_{end}"] = round(results[sp]["train_s"] / cost, 4) if cost else None
+                         "one_off_s": r.get("one_off_s"), "wall_over_cost": _wall_over(r["train_s"], cost),
+                         "loadavg": r.get("loadavg"),   # and on each end of the sitting alone, for the record
+                         **{f"wall_over_cost_{end}": _wall_over(r["train_s"], run_cost(r, sp.family, r[field]))
+                            if r.get(field) else None
+                            for end, field in (("start", "step_table"), ("end", "step_table_end"))}})
     worst = max((abs(r["wall_over_cost"] - 1) for r in rows if r["wall_over_cost"]), default=None)
     # What a saving reads: each method against the baseline, on either axis (a step table that is off by the
     # same factor for every kind moves wall / cost, not these).
